@@ -1,0 +1,1 @@
+"""Uni-Sign fork machinery: description loading, alignment, text features and fusion, plus tooling."""
