@@ -1,0 +1,149 @@
+"""Sign-to-text dataset and collate, in upstream Uni-Sign's item and batch formats.
+
+With --use_descriptions each item also carries its aligned descriptions, and the batch carries
+the batch's unique description texts plus, per frame, which text(s) and weight apply.
+"""
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+import config
+from uni_sign_ext.labels import load_labels
+from uni_sign_ext.pose import PARTS, PoseFileError, load_pose_sample
+
+logger = logging.getLogger(__name__)
+MISSING_NAMES_SHOWN = 5
+
+
+@dataclass
+class Replaced:
+    """A training item that stands in for samples whose pose files were skipped."""
+    item: tuple
+    skipped: list
+
+
+@dataclass
+class SkippedSample:
+    """A sample whose pose file could not be used; counted and reported, never silently dropped."""
+    name: str
+    path: str
+    reason: str
+
+
+def pose_folder(args, label_path):
+    """Pose files sit in pose_format/, or pose_format/<split>/ for datasets that split them by folder."""
+    folder = config.pose_dirs[args.dataset]
+    if args.dataset in config.split_subfolder_datasets:
+        folder = os.path.join(folder, os.path.splitext(label_path)[1].lstrip("."))
+    return folder
+
+
+def pose_file_name(video_path):
+    return os.path.splitext(video_path)[0] + ".pkl"
+
+
+class S2T_Dataset(Dataset):
+    def __init__(self, path, args, phase):
+        self.args = args
+        self.phase = phase
+        self.max_length = args.max_length
+        self.pose_dir = pose_folder(args, path)
+        labels = load_labels(path, args.dataset, phase)
+        available = set(os.listdir(self.pose_dir)) if os.path.isdir(self.pose_dir) else set()
+        self.missing_pose = [n for n, e in labels.items() if pose_file_name(e["video_path"]) not in available]
+        if self.missing_pose:
+            logger.warning("%s: %d of %d labelled samples have no pose file in %s and are skipped "
+                           "(e.g. %s)", path, len(self.missing_pose), len(labels), self.pose_dir,
+                           ", ".join(self.missing_pose[:MISSING_NAMES_SHOWN]))
+        missing = set(self.missing_pose)
+        self.labels = {n: e for n, e in labels.items() if n not in missing}
+        self.names = list(self.labels)
+        self.description_loader = self._description_loader() if args.use_descriptions else None
+
+    def _description_loader(self):
+        from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir
+
+        folder = find_description_dir(self.args.desc_dir, self.args.dataset)
+        if folder is None:
+            logger.warning("no description folder for %s under %s: every %s sample trains as "
+                           "'no descriptions' (run pre_training_checklist.py)",
+                           self.args.dataset, self.args.desc_dir, self.phase)
+            return None
+        return DescriptionLoader(folder, phase=self.phase)
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index):
+        item = self._load(index)
+        if self.phase != "train" or not isinstance(item, SkippedSample):
+            return item
+        # In training a bad file is replaced by the next good sample, so every rank keeps its batch
+        # size (ranks must step together); the skip still travels with the batch to be counted.
+        skipped = [item]
+        for step in range(1, len(self.names)):
+            item = self._load((index + step) % len(self.names))
+            if not isinstance(item, SkippedSample):
+                return Replaced(item, skipped)
+            skipped.append(item)
+        raise RuntimeError(f"no usable pose file among the {len(self.names)} samples in {self.pose_dir}")
+
+    def _load(self, index):
+        name = self.names[index]
+        entry = self.labels[name]
+        path = os.path.join(self.pose_dir, pose_file_name(entry["video_path"]))
+        try:
+            parts, frames = load_pose_sample(path, self.max_length)
+        except PoseFileError as exc:
+            return SkippedSample(name, exc.path, exc.reason)
+        pose = {part: torch.from_numpy(parts[part]) for part in PARTS}
+        item = (name, pose, entry["text"], entry["gloss"], {})
+        if self.args.use_descriptions:
+            item += (self._aligned_descriptions(name, frames),)
+        return item
+
+    def _aligned_descriptions(self, name, frames):
+        from uni_sign_ext.alignment import align_descriptions
+
+        descriptions, metadata = self.description_loader.load(name) if self.description_loader else ({}, {})
+        problem = (metadata["path"], metadata["error"]) if "error" in metadata else None
+        return align_descriptions(descriptions, frames), problem
+
+    def collate_fn(self, batch):
+        return collate(batch, self.args.use_descriptions)
+
+
+def _pad_repeat_last(x, length):
+    """Pad (T, V, C) to `length` frames by repeating the last frame, as upstream does."""
+    return torch.cat([x, x[-1:].expand(length - len(x), *x.shape[1:])]) if len(x) < length else x
+
+
+def collate(batch, use_descriptions=False):
+    skipped, items = [], []
+    for b in batch:
+        if isinstance(b, SkippedSample):
+            skipped.append(b)
+        elif isinstance(b, Replaced):
+            skipped.extend(b.skipped)
+            items.append(b.item)
+        else:
+            items.append(b)
+    batch = items
+    lengths = torch.tensor([len(b[1]["body"]) for b in batch], dtype=torch.long)
+    max_len = int(lengths.max()) if len(batch) else 0
+    src_input = {part: torch.stack([_pad_repeat_last(b[1][part], max_len) for b in batch])
+                 for part in PARTS} if batch else {}
+    src_input["attention_mask"] = (torch.arange(max_len)[None] < lengths[:, None]).long()
+    src_input["name_batch"] = [b[0] for b in batch]
+    src_input["src_length_batch"] = lengths
+    src_input["skipped"] = skipped
+    tgt_input = {"gt_sentence": [b[2] for b in batch], "gt_gloss": [b[3] for b in batch]}
+    if use_descriptions:
+        from uni_sign_ext.alignment import collate_aligned
+
+        src_input.update(collate_aligned([b[5][0] for b in batch], max_len))
+        src_input["desc_problems"] = [b[5][1] for b in batch if b[5][1] is not None]
+    return src_input, tgt_input

@@ -1,0 +1,42 @@
+"""The `--use_descriptions` argument group, shared by fine_tuning.py and pre_training_checklist.py."""
+import argparse
+
+FUSION_TYPES = ("gating", "cross_attn")
+
+
+def add_description_args(parser, description_root, feature_cache_dir):
+    """Add the description-fusion flags; every default keeps upstream behaviour (fusion off)."""
+    group = parser.add_argument_group("action descriptions (new in this fork)")
+    group.add_argument("--use_descriptions", action="store_true",
+                       help="fuse per-frame action descriptions into the pose features")
+    group.add_argument("--desc_dir", default=description_root,
+                       help="root holding <Dataset>/ description folders (default: %(default)s)")
+    group.add_argument("--text_fusion_type", choices=FUSION_TYPES, default="gating",
+                       help="gating: per-frame gate on the aligned text; cross_attn: frames attend "
+                            "over the video's descriptions")
+    group.add_argument("--text_dropout_p", type=float, default=0.1,
+                       help="share of frames whose text is replaced by the mask embedding in training")
+    group.add_argument("--mt5_model", default=None,
+                       help="mT5 folder for the frozen text encoder (default: --mt5_path)")
+    group.add_argument("--text_encoder_freeze", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep the text encoder frozen (the only supported mode; on by default)")
+    group.add_argument("--fusion_checkpoint", default="",
+                       help="load fusion-only weights (keys under text_fusion.) after --finetune")
+    group.add_argument("--feature_cache_dir", default=feature_cache_dir,
+                       help="where encoded description features are cached; '' keeps them in memory")
+    return group
+
+
+def check_description_args(args):
+    """Reject flag combinations that cannot work, with the fix in the message."""
+    if not args.use_descriptions:
+        if args.fusion_checkpoint:
+            raise SystemExit(f"--fusion_checkpoint {args.fusion_checkpoint} holds description-fusion "
+                             "weights, but --use_descriptions is off: add --use_descriptions, or "
+                             "drop --fusion_checkpoint to run the upstream pose-only model.")
+        return
+    if not 0.0 <= args.text_dropout_p < 1.0:
+        raise SystemExit(f"--text_dropout_p must be in [0, 1), got {args.text_dropout_p}")
+    if not args.text_encoder_freeze:
+        raise SystemExit("--no-text_encoder_freeze is not supported: the description encoder is frozen "
+                         "by design (its features are cached once per text). Drop the flag.")

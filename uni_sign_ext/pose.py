@@ -1,0 +1,120 @@
+"""Pose files → the four normalised keypoint parts, vectorised over frames and keypoints.
+
+Reproduces upstream Uni-Sign's frame sampling and normalisation (shared/spec/UNI_SIGN_PIPELINE.md §3–5)
+and additionally returns the sampled *original* frame indices, which description alignment needs.
+"""
+import pickle
+import random
+
+import numpy as np
+
+SCORE_THRESHOLD = 0.3
+PART_KEYPOINTS = {
+    "body": [0, 3, 4, 5, 6, 7, 8, 9, 10],
+    "left": list(range(91, 112)),
+    "right": list(range(112, 133)),
+    "face_all": list(range(23, 40, 2)) + list(range(83, 91)) + [53],
+}
+PART_ANCHOR = {"left": 0, "right": 0, "face_all": -1}  # node each part is made relative to
+PARTS = ("body", "left", "right", "face_all")
+NUM_KEYPOINTS = 133
+
+
+class PoseFileError(ValueError):
+    """A pose file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def read_pose_file(path):
+    """Load and validate a pose pickle → (keypoints (N,133,2), scores (N,133), start, end)."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except FileNotFoundError:
+        raise PoseFileError(path, "pose file not found") from None
+    except Exception as exc:  # truncated/corrupt pickles raise many different types
+        raise PoseFileError(path, f"unreadable pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or "keypoints" not in data or "scores" not in data:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise PoseFileError(path, f"expected a dict with 'keypoints' and 'scores', found {found}")
+    try:
+        keypoints = np.asarray(data["keypoints"], dtype=np.float32)
+        scores = np.asarray(data["scores"], dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise PoseFileError(path, f"keypoints/scores are not regular arrays ({exc})") from None
+    if keypoints.size == 0:
+        raise PoseFileError(path, "pose file has no frames")
+    if keypoints.ndim != 4 or keypoints.shape[2:] != (NUM_KEYPOINTS, 2) \
+            or scores.shape != keypoints.shape[:3]:
+        raise PoseFileError(path, f"expected keypoints (N,1,133,2) and scores (N,1,133), "
+                                  f"found {keypoints.shape} and {scores.shape}")
+    keypoints, scores = keypoints[:, 0], scores[:, 0]
+    num_frames = len(keypoints)
+    start = int(data.get("start", 0) or 0)
+    end = int(data["end"]) if data.get("end") is not None else num_frames
+    if not 0 <= start < end <= num_frames:
+        raise PoseFileError(path, f"no usable frames: start={start}, end={end}, "
+                                  f"file has {num_frames} frames")
+    return keypoints, scores, start, end
+
+
+def sample_frame_indices(start, end, max_length, rng=random):
+    """Original frame indices to use: all of start…end-1, or max_length sorted random ones."""
+    duration = end - start
+    if duration > max_length:
+        offsets = sorted(rng.sample(range(duration), k=max_length))
+    else:
+        offsets = range(duration)
+    return np.asarray(offsets, dtype=np.int64) + start
+
+
+def _crop_scale(motion):
+    """Normalise the body over the whole clip to [-1, 1]; returns (result, scale)."""
+    valid = motion[..., 2] > SCORE_THRESHOLD
+    points = motion[valid][:, :2]
+    if len(points) < 4:
+        return np.zeros_like(motion), 0.0
+    xmin, ymin = points.min(0)
+    xmax, ymax = points.max(0)
+    scale = max(xmax - xmin, ymax - ymin)
+    if scale == 0:
+        return np.zeros_like(motion), 0.0
+    origin = np.array([(xmin + xmax - scale) / 2, (ymin + ymax - scale) / 2], dtype=motion.dtype)
+    result = motion.copy()
+    result[..., :2] = np.clip(((motion[..., :2] - origin) / scale - 0.5) * 2, -1, 1)
+    result[~valid] = 0
+    return result, scale
+
+
+def normalise_parts(keypoints, scores):
+    """(T,133,2) pixels + (T,133) scores → {part: float32 array (T, V, 3)} as upstream computes it."""
+    finite = np.isfinite(keypoints).all(-1) & np.isfinite(scores)
+    keypoints = np.where(finite[..., None], keypoints, 0).astype(np.float32)
+    scores = np.where(finite, scores, 0).astype(np.float32)
+    body = np.concatenate([keypoints[:, PART_KEYPOINTS["body"]],
+                           scores[:, PART_KEYPOINTS["body"], None]], axis=-1)
+    parts = {}
+    parts["body"], scale = _crop_scale(body)
+    for part in PARTS[1:]:
+        xy = keypoints[:, PART_KEYPOINTS[part]]
+        xy = xy - xy[:, PART_ANCHOR[part]][:, None]
+        result = np.concatenate([xy, scores[:, PART_KEYPOINTS[part], None]], axis=-1)
+        if scale == 0:
+            parts[part] = np.zeros_like(result)
+            continue
+        result[..., :2] /= scale
+        result = np.clip(result, -1, 1)
+        result[result[..., 2] <= SCORE_THRESHOLD] = 0
+        parts[part] = result
+    return parts
+
+
+def load_pose_sample(path, max_length, rng=random):
+    """Read, sample and normalise one pose file → ({part: (T, V, 3)}, original frame indices)."""
+    keypoints, scores, start, end = read_pose_file(path)
+    frames = sample_frame_indices(start, end, max_length, rng)
+    return normalise_parts(keypoints[frames], scores[frames]), frames

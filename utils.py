@@ -1,0 +1,109 @@
+"""Command-line flags and distributed helpers, with upstream Uni-Sign's flag names and defaults."""
+import argparse
+import os
+import random
+import socket
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import config
+from uni_sign_ext.cli import add_description_args
+
+DATASETS = ["CSL_News", "CSL_Daily", "WLASL", "How2Sign", "OpenASL"]
+TASKS = ["SLT", "ISLR", "CSLR"]
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser("Uni-Sign scripts", add_help=False)
+    parser.add_argument("--batch-size", default=16, type=int)
+    parser.add_argument("--gradient-accumulation-steps", default=8, type=int)
+    parser.add_argument("--gradient-clipping", default=1.0, type=float)
+    parser.add_argument("--epochs", default=20, type=int)
+    parser.add_argument("--world_size", default=1, type=int)
+    parser.add_argument("--dist_url", default="env://")
+    parser.add_argument("--local_rank", "--local-rank", default=0, type=int)
+    parser.add_argument("--hidden_dim", default=256, type=int)
+    parser.add_argument("--finetune", default="", help="checkpoint {'model': state_dict} to start from")
+    parser.add_argument("--opt", default="adamw", type=str)
+    parser.add_argument("--opt-eps", default=1.0e-09, type=float)
+    parser.add_argument("--opt-betas", default=None, type=float, nargs="+")
+    parser.add_argument("--clip-grad", type=float, default=None)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=0.0001)
+    parser.add_argument("--sched", default="cosine", type=str)
+    parser.add_argument("--lr", type=float, default=1.0e-3)
+    parser.add_argument("--min-lr", type=float, default=1.0e-08)
+    parser.add_argument("--warmup-epochs", type=float, default=0)
+    parser.add_argument("--output_dir", default="")
+    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--eval", action="store_true")
+    parser.add_argument("--num_workers", default=8, type=int)
+    parser.add_argument("--pin-mem", action="store_true")
+    parser.add_argument("--no-pin-mem", action="store_false", dest="pin_mem")
+    parser.set_defaults(pin_mem=True)
+    parser.add_argument("--offload", action="store_true")
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--zero_stage", default=2, type=int, choices=[0, 1, 2, 3])
+    parser.add_argument("--compute_fp32_loss", action="store_true")
+    parser.add_argument("--quick_break", default=0, type=int,
+                        help="stop each training epoch after this many steps (0: never)")
+    parser.add_argument("--rgb_support", action="store_true")
+    parser.add_argument("--max_length", default=256, type=int)
+    parser.add_argument("--dataset", default="CSL_Daily", choices=DATASETS)
+    parser.add_argument("--task", default="SLT", choices=TASKS)
+    parser.add_argument("--label_smoothing", default=0.2, type=float)
+    parser.add_argument("--online_video", action="store_true")
+    # New: where the translation mT5 (and its tokenizer) is loaded from.
+    parser.add_argument("--mt5_path", default=config.mt5_path,
+                        help="Hugging Face mT5 folder (config, weights, spiece.model)")
+    add_description_args(parser, config.description_root, config.feature_cache_dir)
+    return parser
+
+
+def check_supported(args):
+    """Flags that parse for compatibility but whose code paths this fork has not written yet."""
+    if args.task != "SLT":
+        raise SystemExit(f"--task {args.task} is not supported yet in this fork; use --task SLT.")
+    if args.rgb_support:
+        raise SystemExit("--rgb_support is not supported yet in this fork (pose-only); drop the flag.")
+    if args.online_video:
+        raise SystemExit("--online_video is not supported yet in this fork; drop the flag.")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def init_distributed_mode(args):
+    """Join the process group the launcher (deepspeed/torchrun) set up; a plain `python` run is rank 0 of 1."""
+    import deepspeed
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT") or _free_port())
+    args.rank = int(os.environ["RANK"])
+    args.world_size = int(os.environ["WORLD_SIZE"])
+    args.local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank))
+    args.distributed = args.world_size > 1
+    if torch.cuda.is_available():
+        torch.cuda.set_device(args.local_rank)
+        args.device = torch.device("cuda", args.local_rank)
+        backend = "nccl"
+    else:
+        args.device = torch.device("cpu")
+        backend = "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+
+
+def is_main_process():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
