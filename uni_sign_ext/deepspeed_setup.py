@@ -1,0 +1,52 @@
+"""DeepSpeed config, optimizer and learning-rate schedule from upstream's flags."""
+import math
+
+import torch
+
+
+def deepspeed_config(args):
+    zero = {"stage": args.zero_stage}
+    if args.offload:
+        zero["offload_optimizer"] = {"device": "cpu"}
+        if args.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": args.batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "gradient_clipping": args.gradient_clipping,
+        "zero_optimization": zero,
+        "zero_force_ds_cpu_optimizer": False,  # we bring torch's AdamW, which runs on any device
+        "bf16": {"enabled": args.dtype == "bf16"},
+        "fp16": {"enabled": args.dtype == "fp16", "initial_scale_power": 16},
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_optimizer(model, args):
+    """AdamW over trainable parameters; no weight decay on biases, norms and other 1-d tensors."""
+    if args.opt.lower() != "adamw":
+        raise SystemExit(f"--opt {args.opt} is not supported in this fork; use --opt adamw.")
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    betas = tuple(args.opt_betas) if args.opt_betas else (0.9, 0.999)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, eps=args.opt_eps, betas=betas)
+
+
+def cosine_schedule(optimizer, args, steps_per_epoch):
+    """Linear warm-up for --warmup-epochs, then cosine from --lr down to --min-lr, per optimizer step."""
+    total = max(1, args.epochs * steps_per_epoch)
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+    floor = args.min_lr / args.lr if args.lr > 0 else 0.0
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
