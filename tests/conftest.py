@@ -1,0 +1,48 @@
+"""Shared test fixtures: one offline mini-world per test session, and argument helpers."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def mini_world(tmp_path_factory):
+    """The offline mini-world (tiny mT5, labels, poses, descriptions) in upstream's folder layout."""
+    from uni_sign_ext.fixture import build_mini_world
+
+    return build_mini_world(tmp_path_factory.mktemp("mini_world"), samples_per_split=12, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_mt5(mini_world):
+    return str(mini_world / "pretrained_weight" / "mt5-base")
+
+
+@pytest.fixture
+def world_root(mini_world, monkeypatch):
+    """Point config.py's paths at the mini-world, as UNISIGN_ROOT does for the scripts."""
+    import importlib
+
+    import config
+
+    monkeypatch.setenv("UNISIGN_ROOT", str(mini_world))
+    importlib.reload(config)
+    yield mini_world
+    monkeypatch.delenv("UNISIGN_ROOT")
+    importlib.reload(config)
+
+
+def parse_args(*argv):
+    """fine_tuning.py's parser on the given flags (paths resolved against the current config)."""
+    import importlib
+
+    import config
+    import utils
+
+    importlib.reload(config)
+    importlib.reload(utils)
+    return utils.get_args_parser().parse_args(list(argv))
