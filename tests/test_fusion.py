@@ -1,0 +1,111 @@
+"""Fusion modules: interpolation in feature space, mask embedding, dropout, gate formula, identity at step 0."""
+import pytest
+import torch
+
+from conftest import parse_args
+from models import Uni_Sign
+from uni_sign_ext.fusion import DescriptionFusion, GatingFusion, withhold_descriptions
+
+D = 16
+
+
+def plan(batch=2, frames=5):
+    """Two videos: the user's worked example (texts 0,1,2 at frames 0,2,5 sampled as 0,1,2,4,5), and none."""
+    return {
+        "text_features": torch.randn(3, D),
+        "desc_left": torch.tensor([[0, 0, 1, 1, 2], [-1] * 5]),
+        "desc_right": torch.tensor([[0, 1, 1, 2, 2], [-1] * 5]),
+        "desc_weight": torch.tensor([[0, 0.5, 0, 2 / 3, 0], [0] * 5]),
+        "has_description": torch.tensor([[1, 0, 1, 0, 1], [0] * 5], dtype=torch.float),
+        "desc_video_texts": torch.tensor([[0, 1, 2], [-1, -1, -1]]),
+    }
+
+
+def test_aligned_text_interpolates_features_and_uses_mask_embedding():
+    fusion = DescriptionFusion(D, D)
+    batch = plan()
+    f, mask = batch["text_features"], fusion.mask_embedding()[0]
+    table = torch.cat([f, fusion.mask_embedding()])
+    text = fusion.aligned_text(table, batch["desc_left"], batch["desc_right"], batch["desc_weight"])
+    expected = torch.stack([f[0], 0.5 * f[0] + 0.5 * f[1], f[1], f[1] / 3 + 2 * f[2] / 3, f[2]])
+    torch.testing.assert_close(text[0], expected)
+    torch.testing.assert_close(text[1], mask.expand(5, D))
+
+
+def test_gate_formula():
+    gating = GatingFusion(D, D)
+    with torch.no_grad():
+        for p in gating.parameters():
+            p.normal_()
+    pose, text, has = torch.randn(2, 5, D), torch.randn(2, 5, D), torch.tensor([[1., 0, 1, 0, 1]] * 2)
+    fused, gate = gating(pose, text, has)
+    projected = gating.text_proj(text)
+    expected_gate = torch.sigmoid(gating.gate_mlp(torch.cat([pose, projected, has[..., None]], -1)))
+    torch.testing.assert_close(gate, expected_gate)
+    torch.testing.assert_close(fused, pose + expected_gate * projected)
+    assert gate.shape == (2, 5, 1)
+
+
+@pytest.mark.parametrize("fusion_type", ["gating", "cross_attn"])
+def test_fresh_fusion_is_exact_identity(fusion_type):
+    fusion = DescriptionFusion(D, D, fusion_type).train()
+    pose = torch.randn(2, 5, D)
+    fused, gate, _ = fusion(pose, plan())
+    assert torch.equal(fused, pose)
+    torch.testing.assert_close(gate, torch.full_like(gate, torch.sigmoid(torch.tensor(-2.0)).item()))
+
+
+def test_text_dropout_only_in_training():
+    fusion = DescriptionFusion(D, D, text_dropout_p=0.999)
+    with torch.no_grad():
+        fusion.gating.text_proj.weight.copy_(torch.eye(D))
+    pose = torch.randn(2, 5, D)
+    batch = plan()
+    fusion.eval()
+    first, _, has_eval = fusion(pose, batch)
+    second, _, _ = fusion(pose, batch)
+    assert torch.equal(first, second) and torch.equal(has_eval, batch["has_description"])
+    fusion.train()
+    dropped, _, has_train = fusion(pose, batch)
+    assert not has_train.any()  # every frame dropped → no frame counts as described
+    withheld, _, _ = fusion.eval()(pose, withhold_descriptions(batch))
+    torch.testing.assert_close(dropped, withheld)
+
+
+def test_cross_attention_video_without_texts_sees_only_the_mask():
+    fusion = DescriptionFusion(D, D, "cross_attn").eval()
+    with torch.no_grad():
+        fusion.gating.text_proj.weight.copy_(torch.eye(D))
+    pose = torch.randn(2, 5, D)
+    batch = plan()
+    fused, _, _ = fusion(pose, batch)
+    other = dict(batch, text_features=torch.randn(3, D))
+    fused_other, _, _ = fusion(pose, other)
+    assert torch.equal(fused[1], fused_other[1])  # video 2 has no texts: unaffected by any text
+    assert not torch.allclose(fused[0], fused_other[0])
+
+
+@pytest.fixture(scope="module")
+def models(tiny_mt5):
+    torch.manual_seed(0)
+    plain = Uni_Sign(parse_args("--mt5_path", tiny_mt5)).eval()
+    fused = Uni_Sign(parse_args("--mt5_path", tiny_mt5, "--use_descriptions")).eval()
+    fused.load_state_dict(plain.state_dict(), strict=False)
+    return plain, fused
+
+
+def test_step_zero_identity_loss_and_generation(models):
+    plain, fused = models
+    g = torch.Generator().manual_seed(1)
+    src = {part: torch.rand(2, 5, v, 3, generator=g) for part, v in
+           {"body": 9, "left": 21, "right": 21, "face_all": 18}.items()}
+    src["attention_mask"] = torch.ones(2, 5, dtype=torch.long)
+    desc = plan()
+    desc["text_features"] = torch.randn(3, 768)
+    tgt = {"gt_sentence": ["你们好！", "谢谢"], "gt_gloss": ["", ""]}
+    with torch.no_grad():
+        out_plain = plain(dict(src), tgt)
+        out_fused = fused(dict(src, **desc), tgt)
+        assert torch.equal(out_plain["loss"], out_fused["loss"])
+        assert torch.equal(plain.generate(out_plain), fused.generate(out_fused))
+    assert "gate" in out_fused and "gate" not in out_plain
