@@ -10,7 +10,7 @@ from uni_sign_ext.cli import check_description_args
 
 
 def item(name, frames, value):
-    pose = {part: torch.full((frames, v, 3), float(value) + torch.arange(frames)[:, None, None].float())
+    pose = {part: (value + torch.arange(frames).float())[:, None, None].expand(frames, v, 3).clone()
             for part, v in {"body": 9, "left": 21, "right": 21, "face_all": 18}.items()}
     return name, pose, f"text {name}", "gloss", {}
 
