@@ -60,9 +60,13 @@ def text_feature_provider(args):
                                dataset=args.dataset)
 
 
+def model_dtype(args):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
+
+
 def prepare_batch(src_input, args, provider):
     """Move the batch to the device, cast poses like upstream (bf16/fp16), attach text features."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
+    dtype = model_dtype(args)
     for key, value in src_input.items():
         if torch.is_tensor(value):
             value = value.to(args.device)
@@ -231,6 +235,10 @@ def main(args):
     if args.fusion_checkpoint:
         load_fusion_checkpoint(model, args.fusion_checkpoint)
     provider = text_feature_provider(args) if args.use_descriptions else None
+    if args.device.type == "cpu" and args.dtype != "fp32":
+        # DeepSpeed casts parameters only; CPU batch_norm also needs its running statistics in the
+        # input's dtype (on GPU they stay fp32, as upstream runs).
+        model.to(model_dtype(args))
 
     optimizer = build_optimizer(model, args)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps) if train_loader else 1
