@@ -25,9 +25,9 @@ def align_descriptions(descriptions, frame_indices):
     frames = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
     count = len(frames)
     if not descriptions:
-        return AlignedDescriptions([], np.full(count, -1), np.full(count, -1),
+        return AlignedDescriptions([], np.full(count, -1, np.int64), np.full(count, -1, np.int64),
                                    np.zeros(count, np.float32), np.zeros(count, np.float32))
-    described = sorted((int(k), v) for k, v in descriptions.items())
+    described = sorted({int(k): v for k, v in descriptions.items()}.items())
     keys = np.array([k for k, _ in described], dtype=np.int64)
     text_ids, texts = _unique_ids([v for _, v in described])
 
@@ -43,9 +43,7 @@ def align_descriptions(descriptions, frame_indices):
     both = has_left & has_right & ~exact
     span = np.where(both, keys[right_pos] - keys[left_pos], 1)
     weight = np.where(both, (frames - keys[left_pos]) / span, 0.0).astype(np.float32)
-    right = np.where(exact, left, right)
-    same = left == right
-    weight[same] = 0.0
+    weight[left == right] = 0.0                                # equal neighbouring texts collapse to one
     # Re-index to the texts this video uses, in order of first use.
     used = np.stack([left, right], axis=1).reshape(-1)
     _, first = np.unique(used, return_index=True)
@@ -88,8 +86,11 @@ class TemporalAligner:
 
 
 def collate_aligned(items, max_len):
-    """Batch the videos' plans over the batch's unique texts; padded frames carry no text."""
-    batch_texts, index = [], {}
+    """Batch the videos' plans over the batch's unique texts; padded frames carry no text.
+
+    desc_video_texts is (B, U_max) with U_max ≥ 1, so a batch without any text still has a column (all −1).
+    """
+    index = {}  # text → position in the batch's unique texts
     batch = len(items)
     left = torch.full((batch, max_len), -1, dtype=torch.long)
     right = torch.full((batch, max_len), -1, dtype=torch.long)
@@ -97,6 +98,8 @@ def collate_aligned(items, max_len):
     has = torch.zeros(batch, max_len)
     per_video = []
     for row, item in enumerate(items):
+        if len(item.left) > max_len:
+            raise ValueError(f"video {row} has {len(item.left)} aligned frames, more than max_len={max_len}")
         ids = np.array([index.setdefault(t, len(index)) for t in item.texts] + [-1], dtype=np.int64)
         per_video.append(ids[:-1])
         length = len(item.left)
@@ -104,9 +107,8 @@ def collate_aligned(items, max_len):
         right[row, :length] = torch.from_numpy(ids[item.right])
         weight[row, :length] = torch.from_numpy(item.weight)
         has[row, :length] = torch.from_numpy(item.has_description)
-    batch_texts = list(index)
     video_texts = torch.full((batch, max([len(v) for v in per_video] + [1])), -1, dtype=torch.long)
     for row, ids in enumerate(per_video):
         video_texts[row, :len(ids)] = torch.from_numpy(ids)
-    return {"desc_texts": batch_texts, "desc_left": left, "desc_right": right, "desc_weight": weight,
+    return {"desc_texts": list(index), "desc_left": left, "desc_right": right, "desc_weight": weight,
             "has_description": has, "desc_video_texts": video_texts}

@@ -8,12 +8,16 @@ and recorded the same way; the rest of the file is kept.
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 MAX_FRAME = 10_000_000
 SPLITS = ("train", "dev", "test")
 SAMPLE_SUFFIXES = (".mp4", ".pkl", ".json")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+FORMATS_EXPECTED = ("expected {frame: text}, {'descriptions': {...}}, [{'frame': i, 'text': s}] "
+                    "or [{'start': s, 'end': e, 'text': t}]")
 
 
 class DescriptionFormatError(ValueError):
@@ -21,7 +25,7 @@ class DescriptionFormatError(ValueError):
 
 
 class _JsonObject(dict):
-    """A JSON object that remembers the keys it saw twice (json keeps the last silently)."""
+    """A JSON object that remembers the keys it saw twice (json.loads would keep the last silently)."""
     duplicates = ()
 
 
@@ -36,52 +40,83 @@ def _keep_first(pairs):
     return obj
 
 
-def _frame_number(key):
-    if isinstance(key, bool) or isinstance(key, float):
-        raise DescriptionFormatError(f"frame {key!r} is not an integer")
-    try:
-        return int(key)
-    except (TypeError, ValueError):
-        raise DescriptionFormatError(f"frame {key!r} is not an integer") from None
+def _frame_number(value):
+    """A frame as JSON gives it (int, or a key string) → int; absurdly long numbers count as huge."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        digits = value.strip()
+        # int() refuses strings of over 4300 digits; such a frame is out of range whatever it is.
+        return int(digits) if len(digits) <= 20 else MAX_FRAME + 1
+    raise DescriptionFormatError(f"frame {value!r} is not an integer")
+
+
+def _text(frame, value):
+    if value is None or isinstance(value, str):
+        return value
+    raise DescriptionFormatError(f"frame {frame}: the description is {type(value).__name__}, not text")
+
+
+def _duplicate_key_warnings(obj):
+    return [f"key {key!r} appears twice, the first is kept" for key in getattr(obj, "duplicates", ())]
 
 
 def _entries(data):
-    """(format name, [(frame, text)], duplicate keys) of a parsed document."""
-    if isinstance(data, dict) and "descriptions" in data:
-        fmt, entries, duplicates = _entries(data["descriptions"])
-        return "wrapper", entries, duplicates
+    """(format name, [(frame, text)], warnings) of a document that is not a wrapper."""
     if isinstance(data, dict):
-        return "canonical", [(_frame_number(k), v) for k, v in data.items()], list(getattr(data, "duplicates", ()))
-    if isinstance(data, list) and data and all(isinstance(x, dict) and "text" in x for x in data):
+        entries = [(frame, _text(frame, v)) for frame, v in ((_frame_number(k), v) for k, v in data.items())]
+        return "canonical", entries, _duplicate_key_warnings(data)
+    if isinstance(data, list) and all(isinstance(x, dict) and "text" in x for x in data):
         if all("frame" in x for x in data):
-            return "frames", [(_frame_number(x["frame"]), x["text"]) for x in data], []
+            return "frames", [(_frame_number(x["frame"]), _text(x["frame"], x["text"])) for x in data], []
         if all("start" in x and "end" in x for x in data):
-            entries = []
-            for x in data:
-                start, end = _frame_number(x["start"]), _frame_number(x["end"])
-                if not 0 <= start <= end <= MAX_FRAME:
-                    raise DescriptionFormatError(f"segment [{start}, {end}] is not a valid frame range")
-                entries += [(frame, x["text"]) for frame in range(start, end + 1)]
-            return "segments", entries, []
-    raise DescriptionFormatError("expected {frame: text}, {'descriptions': {...}}, [{'frame', 'text'}] "
-                                 "or [{'start', 'end', 'text'}]")
+            return ("segments",) + _segment_entries(data)
+    raise DescriptionFormatError(FORMATS_EXPECTED)
+
+
+def _segment_entries(segments):
+    """Segments → per-frame entries; bad or overlapping segments are reported once each, not per frame."""
+    entries, warnings, covered = [], [], set()
+    for x in segments:
+        start, end = _frame_number(x["start"]), _frame_number(x["end"])
+        text = _text(f"{start}-{end}", x["text"])
+        if not 0 <= start <= end <= MAX_FRAME:
+            warnings.append(f"segment [{start}, {end}] is not a valid frame range, dropped")
+            continue
+        if text is None or not text.strip():
+            warnings.append(f"segment [{start}, {end}]: empty description dropped")
+            continue
+        frames = range(start, end + 1)
+        overlap = sum(1 for f in frames if f in covered)
+        if overlap:
+            warnings.append(f"segment [{start}, {end}] overlaps earlier segments on {overlap} frames, "
+                            "the earlier text is kept there")
+        covered.update(frames)
+        entries += [(f, text) for f in frames]
+    return entries, warnings
 
 
 def parse_descriptions_with_warnings(data):
-    """A parsed document → ({frame: text}, format name, [warnings about dropped entries])."""
-    fmt, entries, duplicates = _entries(data)
+    """A parsed document → ({frame: text}, format name, [warnings about dropped entries]).
+
+    Raises DescriptionFormatError when the document is none of the accepted formats.
+    """
+    if isinstance(data, dict) and "descriptions" in data:
+        inner, entries, warnings = _entries(data["descriptions"])
+        fmt, warnings = "wrapper", _duplicate_key_warnings(data) + warnings
+    else:
+        fmt, entries, warnings = _entries(data)
+        inner = fmt
     descriptions = {}
-    warnings = [f"frame {key!r}: duplicate key, the first text is kept" for key in duplicates]
     for frame, text in entries:
-        if not isinstance(text, str) or not text.strip():
-            warnings.append(f"frame {frame}: empty or non-text description dropped")
+        if text is None or not text.strip():
+            warnings.append(f"frame {frame}: empty description dropped")
         elif not 0 <= frame <= MAX_FRAME:
-            warnings.append(f"frame {frame}: frame number out of range, dropped")
-        elif frame in descriptions:
-            if descriptions[frame] != text.strip():
-                warnings.append(f"frame {frame}: described twice, the first text is kept")
-        else:
+            warnings.append(f"frame {frame}: frame number out of range [0, {MAX_FRAME}], dropped")
+        elif frame not in descriptions:
             descriptions[frame] = text.strip()
+        elif inner != "segments":  # overlapping segments were reported once per segment
+            warnings.append(f"frame {frame}: described twice, the first text is kept")
     return descriptions, fmt, warnings
 
 
@@ -106,12 +141,13 @@ def read_description_file(path):
 
 
 def _name_variants(dataset):
-    return {dataset, dataset.replace("_", "-"), dataset.replace("-", "_")}
+    """The name as given first, then its underscore/hyphen spellings (CSL_Daily ~ CSL-Daily)."""
+    return dict.fromkeys([dataset, dataset.replace("_", "-"), dataset.replace("-", "_")])
 
 
 def find_description_dir(desc_root, dataset):
     """<desc_root>/<dataset>, accepting CSL_Daily and CSL-Daily alike; None when absent."""
-    for name in sorted(_name_variants(dataset)):
+    for name in _name_variants(dataset):
         folder = Path(desc_root) / name
         if folder.is_dir():
             return folder
@@ -135,21 +171,28 @@ def _index_json_files(folder):
 
 
 class DescriptionLoader:
-    """Loads one sample's descriptions; file names are indexed once, not searched per sample."""
+    """Loads one sample's descriptions; file names are indexed once, not searched per sample.
+
+    Where a name exists in several folders, the first of these wins: this phase's split folder
+    (`split_data/<phase>`, then `<phase>`), the flat folder, then the other splits' folders.
+    Problems are recorded and logged once per file, however often the file is loaded.
+    """
 
     def __init__(self, description_dir, phase=None):
         self.directory = Path(description_dir)
         self.problems = []
+        self._reported = set()
         self._files = {}
-        # Later layers win: flat, then other splits, then this phase's split folder.
-        layers = [self.directory]
+        def split_folders(split):
+            return [self.directory / "split_data" / split, self.directory / split]
+
+        folders = (split_folders(phase) if phase else []) + [self.directory]
         for split in SPLITS:
             if split != phase:
-                layers += [self.directory / "split_data" / split, self.directory / split]
-        if phase:
-            layers += [self.directory / "split_data" / phase, self.directory / phase]
-        for folder in layers:
-            self._files.update(_index_json_files(folder))
+                folders += split_folders(split)
+        for folder in folders:
+            for name, path in _index_json_files(folder).items():
+                self._files.setdefault(name, path)
 
     def sample_ids(self):
         return set(self._files)
@@ -163,10 +206,15 @@ class DescriptionLoader:
             descriptions, metadata, warnings = read_description_file(path)
         except (DescriptionFormatError, OSError) as exc:
             reason = str(exc)
-            self.problems.append((str(path), reason))
-            logger.warning("malformed description file %s: %s (sample trains without descriptions)", path, reason)
+            self._report(path, [reason], "malformed description file %s: %s (the sample trains without "
+                                         "descriptions)")
             return {}, {"path": str(path), "error": reason}
-        for warning in warnings:
-            self.problems.append((str(path), warning))
-            logger.warning("description file %s: %s", path, warning)
+        self._report(path, warnings, "description file %s: %s")
         return descriptions, metadata
+
+    def _report(self, path, reasons, message):
+        if not reasons or path in self._reported:
+            return
+        self._reported.add(path)
+        self.problems += [(str(path), reason) for reason in reasons]
+        logger.warning(message, path, "; ".join(reasons))
