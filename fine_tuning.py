@@ -168,6 +168,8 @@ def evaluate(engine, loader, args, phase, provider, withhold=False):
         references += tgt_input["gt_sentence"]
         names += src_input["name_batch"]
     problems.report(f"{phase} evaluation")
+    if not names:
+        raise SystemExit(f"no usable {phase} samples to evaluate (see the skips reported above)")
     metrics = evaluate_translations(args.dataset, references, predictions)
     if provider is not None:
         metrics.update(gates.means())
