@@ -64,6 +64,13 @@ def model_dtype(args):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype, torch.float32)
 
 
+def match_cpu_dtype(model, args):
+    """DeepSpeed casts parameters only; CPU batch_norm also needs its running statistics in the
+    input's dtype (on GPU they stay fp32, as upstream runs)."""
+    if args.device.type == "cpu" and args.dtype != "fp32":
+        model.to(model_dtype(args))
+
+
 def prepare_batch(src_input, args, provider):
     """Move the batch to the device, cast poses like upstream (bf16/fp16), attach text features."""
     dtype = model_dtype(args)
@@ -237,11 +244,7 @@ def main(args):
     if args.fusion_checkpoint:
         load_fusion_checkpoint(model, args.fusion_checkpoint)
     provider = text_feature_provider(args) if args.use_descriptions else None
-    if args.device.type == "cpu" and args.dtype != "fp32":
-        # DeepSpeed casts parameters only; CPU batch_norm also needs its running statistics in the
-        # input's dtype (on GPU they stay fp32, as upstream runs).
-        model.to(model_dtype(args))
-
+    match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps) if train_loader else 1
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(args),

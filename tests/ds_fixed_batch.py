@@ -27,8 +27,7 @@ def main():
     src_input, tgt_input = next(iter(fine_tuning.build_loader(args, "train")))
     model = Uni_Sign(args)
     provider = fine_tuning.text_feature_provider(args) if args.use_descriptions else None
-    if args.device.type == "cpu" and args.dtype != "fp32":
-        model.to(fine_tuning.model_dtype(args))
+    fine_tuning.match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
