@@ -125,8 +125,6 @@ def train_one_epoch(engine, loader, epoch, args, provider):
         if step + 1 >= steps:
             break
     problems.report(f"epoch {epoch}")
-    if provider is not None and utils.is_main_process():
-        provider.save()
     return sum(losses) / max(1, len(losses))
 
 
@@ -209,6 +207,8 @@ def evaluate_and_report(engine, loader, args, phase, provider):
         withheld = evaluate(engine, loader, args, phase, provider, withhold=True)
         log("[%s, descriptions withheld] %s", phase, format_metrics(withheld))
         metrics["withheld"] = withheld
+        if utils.is_main_process():
+            provider.save()  # new texts' features are kept for the next epoch and the next run
     return metrics
 
 

@@ -1,5 +1,6 @@
 """DeepSpeed for real on CPU (gloo): 1 and 2 ranks, ZeRO-2/3, bf16; training, checkpoints, --eval."""
 import json
+import re
 import os
 import socket
 import subprocess
@@ -86,3 +87,18 @@ def test_train_save_once_then_eval_reproduces_predictions(small_world, tmp_path)
     refs = (evaluated / "test_tmp_refs.txt").read_text().splitlines()
     assert refs and all(line.startswith("sample: ") and ", ground-truth: " in line for line in refs)
     assert (evaluated / "dev_tmp_pres.txt").is_file()
+
+
+def test_plain_python_eval_with_descriptions_reports_gate_and_ablation(small_world, tmp_path):
+    env = dict(os.environ, UNISIGN_ROOT=str(small_world), PYTHONUNBUFFERED="1")
+    env.pop("RANK", None)
+    proc = subprocess.run([sys.executable, str(REPO / "fine_tuning.py"), *COMMON, *FP32, "--use_descriptions",
+                           "--eval", "--feature_cache_dir", str(tmp_path / "cache"), "--output_dir",
+                           str(tmp_path / "eval")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    for phase in ("dev", "test"):
+        assert re.search(rf"\[{phase}\] BLEU-1 [\d.]+ BLEU-2 [\d.]+ BLEU-3 [\d.]+ BLEU-4 [\d.]+ ROUGE-L [\d.]+ "
+                         r"\| mean gate: described 0\.1192, undescribed 0\.1192", log), log[-3000:]
+        assert f"[{phase}, descriptions withheld] BLEU-1" in log
+    assert list((tmp_path / "cache").glob("CSL_Daily__*.pt"))  # features cached for the next run
