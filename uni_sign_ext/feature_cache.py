@@ -1,14 +1,18 @@
 """Content-addressed cache of frozen-encoder description features: one file per dataset and encoder.
 
 The encoder never changes, so each unique text is encoded once per dataset, not once per epoch.
-A cache is keyed by the text and by the encoder's identity (its path and a fingerprint of its config
-and weights); a cache made by another encoder is named and refused, never silently used.
+A cache is keyed by the text and by the encoder's identity (its path and a fingerprint of its config,
+tokenizer and weights); a cache made by another version of the encoder is named and refused, never
+silently used.
 
     python -m uni_sign_ext.feature_cache --mt5_path pretrained_weight/mt5-base \
         --desc_dir description --dataset CSL_Daily --cache_dir feature_cache
 """
 import argparse
+import fnmatch
+import glob
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -17,12 +21,12 @@ from tqdm import tqdm
 
 FORMAT = 1
 CHUNK = 8 * 2 ** 20
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
+WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin")  # single files and shards
 WARM_BATCH = 256
 
 
 class StaleCacheError(RuntimeError):
-    """The cache file was made by a different encoder."""
+    """The cache file was made by a different version of the encoder."""
 
 
 class CorruptCacheError(RuntimeError):
@@ -30,60 +34,96 @@ class CorruptCacheError(RuntimeError):
 
 
 def encoder_fingerprint(mt5_path):
-    """sha256 over config.json and every weight file of the folder (streamed)."""
+    """sha256 over config.json, the tokenizer model and every weight file: all that shapes a feature."""
     folder = Path(mt5_path)
-    weights = sorted(p for p in folder.glob("*") if p.suffix in WEIGHT_SUFFIXES) if folder.is_dir() else []
+    names = sorted(os.listdir(folder)) if folder.is_dir() else []
+    weights = [n for n in names if any(fnmatch.fnmatch(n, p) for p in WEIGHT_PATTERNS)]
     if not weights:
-        raise FileNotFoundError(f"{folder}: no mT5 weight files (*.safetensors or *.bin) to fingerprint")
+        raise FileNotFoundError(f"{folder}: no mT5 weight files (model*.safetensors or pytorch_model*.bin) "
+                                "to fingerprint")
     digest = hashlib.sha256()
-    for path in [folder / "config.json"] + weights:
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
+    for name in ["config.json"] + (["spiece.model"] if "spiece.model" in names else []) + weights:
+        digest.update(name.encode())
+        with open(folder / name, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
     return digest.hexdigest()
 
 
+def _cache_prefix(dataset, mt5_path):
+    return f"{dataset}__{Path(os.path.abspath(mt5_path)).name}__"
+
+
 def cache_path(cache_dir, dataset, mt5_path, fingerprint=None):
+    """<cache_dir>/<dataset>__<encoder folder name>__<first 12 hex of its fingerprint>.pt"""
     fingerprint = fingerprint or encoder_fingerprint(mt5_path)
-    name = Path(os.path.abspath(mt5_path)).name
-    return Path(cache_dir) / f"{dataset}__{name}__{fingerprint[:12]}.pt"
+    return Path(cache_dir) / f"{_cache_prefix(dataset, mt5_path)}{fingerprint[:12]}.pt"
 
 
-def rebuild_hint(path):
-    return (f"delete {path} and rebuild it with `python -m uni_sign_ext.feature_cache` "
+def rebuild_hint(path, mt5_path="MT5_PATH", dataset="DATASET"):
+    return (f"delete {path} and rebuild it with `python -m uni_sign_ext.feature_cache --mt5_path {mt5_path} "
+            f"--desc_dir DESC_DIR --dataset {dataset} --cache_dir {Path(path).parent}` "
             "(or let training refill it)")
 
 
+def _inconsistency(format_, texts, features, d_model):
+    """What is wrong with a cache file's content, or None."""
+    if format_ != FORMAT:
+        return f"format {format_!r}, expected {FORMAT}"
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return "texts is not a list of strings"
+    if len(set(texts)) != len(texts):
+        return "a text appears twice"
+    if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+        return f"features is a {type(features).__name__}, not a float tensor"
+    if tuple(features.shape) != (len(texts), d_model):
+        return f"{len(texts)} texts but features of shape {tuple(features.shape)} with d_model {d_model}"
+    return None
+
+
+def _d_model(mt5_path):
+    return json.loads((Path(mt5_path) / "config.json").read_text())["d_model"]
+
+
 class FeatureCache:
-    """text → feature row, with the encoder identity it belongs to."""
+    """text → feature row, with the encoder identity it belongs to.
+
+    Rows live in a buffer that doubles when full, so adding each batch's misses stays cheap.
+    """
 
     def __init__(self, encoder_path, fingerprint, d_model):
-        self.encoder_path = str(os.path.abspath(encoder_path))
+        self.encoder_path = os.path.abspath(encoder_path)
         self.fingerprint = fingerprint
         self.d_model = d_model
         self.texts = []
         self.rows = {}
-        self.features = torch.zeros(0, d_model)
+        self._buffer = torch.zeros(0, d_model)
+
+    @property
+    def features(self):
+        return self._buffer[:len(self.texts)]
 
     @classmethod
     def load(cls, path, expected_fingerprint):
+        """Raises CorruptCacheError (unreadable, inconsistent) or StaleCacheError (another encoder)."""
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
             texts, features = content["texts"], content["features"]
             cache = cls(content["encoder_path"], content["fingerprint"], int(content["d_model"]))
+            format_ = content["format"]
         except Exception as exc:
             raise CorruptCacheError(f"feature cache {path} is unreadable ({type(exc).__name__}: {exc}); "
                                     f"{rebuild_hint(path)}") from None
-        if content.get("format") != FORMAT or features.ndim != 2 or len(texts) != len(features) \
-                or features.shape[1] != cache.d_model:
-            raise CorruptCacheError(f"feature cache {path} is inconsistent ({len(texts)} texts, features "
-                                    f"{tuple(features.shape)}, d_model {cache.d_model}); {rebuild_hint(path)}")
+        problem = _inconsistency(format_, texts, features, cache.d_model)
+        if problem:
+            raise CorruptCacheError(f"feature cache {path} is inconsistent ({problem}); {rebuild_hint(path)}")
         if cache.fingerprint != expected_fingerprint:
             raise StaleCacheError(f"feature cache {path} was made by encoder {cache.encoder_path} with fingerprint "
                                   f"{cache.fingerprint[:12]}, but the current encoder's is "
-                                  f"{expected_fingerprint[:12]}; {rebuild_hint(path)}")
-        cache.add(texts, features)
+                                  f"{expected_fingerprint[:12]}; {rebuild_hint(path, cache.encoder_path)}")
+        cache.texts = list(texts)
+        cache.rows = {text: i for i, text in enumerate(texts)}
+        cache._buffer = features.float()
         return cache
 
     def __len__(self):
@@ -93,7 +133,7 @@ class FeatureCache:
         return text in self.rows
 
     def lookup(self, texts):
-        """→ (features (len(texts), d), with zero rows for misses; [distinct missing texts])."""
+        """→ (features (len(texts), d) with zero rows for misses, [distinct missing texts])."""
         index = torch.tensor([self.rows.get(t, -1) for t in texts], dtype=torch.long)
         known = index >= 0
         features = torch.zeros(len(texts), self.d_model)
@@ -101,44 +141,84 @@ class FeatureCache:
         return features, list(dict.fromkeys(t for t, k in zip(texts, known.tolist()) if not k))
 
     def add(self, texts, features):
-        new = [(t, f) for t, f in zip(texts, features) if t not in self.rows]
+        """Store rows for texts not cached yet (the first row wins for a text given twice)."""
+        new = {}
+        for i, text in enumerate(texts):
+            if text not in self.rows and text not in new:
+                new[text] = i
         if not new:
             return
-        for text, _ in new:
-            self.rows[text] = len(self.texts)
-            self.texts.append(text)
-        self.features = torch.cat([self.features, torch.stack([f.float() for _, f in new])])
+        start, end = len(self.texts), len(self.texts) + len(new)
+        if end > len(self._buffer):
+            grown = torch.empty(max(end, 2 * len(self._buffer)), self.d_model)
+            grown[:start] = self.features
+            self._buffer = grown
+        self._buffer[start:end] = features[list(new.values())].float()
+        for row, text in enumerate(new, start):
+            self.rows[text] = row
+        self.texts += new
 
     def save(self, path):
-        """Atomic write: a reader never sees half a file."""
+        """Atomic write: a reader, or a crash, never leaves half a file in place."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": FORMAT, "encoder_path": self.encoder_path, "fingerprint": self.fingerprint,
-                    "d_model": self.d_model, "texts": self.texts, "features": self.features}, tmp)
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        content = {"format": FORMAT, "encoder_path": self.encoder_path, "fingerprint": self.fingerprint,
+                   "d_model": self.d_model, "texts": self.texts, "features": self.features.clone()}
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(content, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def open_cache(cache_dir, dataset, mt5_path, fingerprint=None):
+    """→ (path, FeatureCache) of this dataset and encoder, empty when not built yet.
+
+    Raises StaleCacheError when this file is absent but one made by an earlier version of the same
+    encoder folder exists (its weights changed since): the user expects a cache, so say why it is not used.
+    """
+    fingerprint = fingerprint or encoder_fingerprint(mt5_path)
+    path = cache_path(cache_dir, dataset, mt5_path, fingerprint)
+    if path.exists():
+        return path, FeatureCache.load(path, fingerprint)
+    encoder_path = os.path.abspath(mt5_path)
+    for other in sorted(Path(cache_dir).glob(glob.escape(_cache_prefix(dataset, mt5_path)) + "?" * 12 + ".pt")):
+        try:
+            content = torch.load(other, map_location="cpu", weights_only=True, mmap=True)
+            made_by = content["encoder_path"], content["fingerprint"]
+        except Exception:
+            continue  # not readable as a cache: nothing to be mistaken for ours
+        if made_by[0] == encoder_path and made_by[1] != fingerprint:
+            raise StaleCacheError(f"feature cache {other} was made by {encoder_path} with fingerprint "
+                                  f"{made_by[1][:12]}, but that folder's weights now have fingerprint "
+                                  f"{fingerprint[:12]}; {rebuild_hint(other, mt5_path, dataset)}")
+    return path, FeatureCache(mt5_path, fingerprint, _d_model(mt5_path))
 
 
 class TextFeatureProvider:
     """What training calls: cache hits first, the batch's misses in one encoder call.
 
     The encoder is loaded only on the first miss, so a run with a complete cache loads none.
+    `hits` and `misses` count distinct texts per call; `encoder_calls` counts encoder runs.
     """
 
     def __init__(self, mt5_path, cache_dir=None, dataset=None, device="cpu"):
-        from transformers import MT5Config
-
+        if cache_dir is not None and not dataset:
+            raise ValueError("a feature cache file is per dataset: pass dataset= with cache_dir=")
         self.mt5_path = mt5_path
         self.device = device
-        self.d_model = MT5Config.from_pretrained(mt5_path).d_model
         self.encoder = None
         self.hits = self.misses = self.encoder_calls = 0
-        fingerprint = encoder_fingerprint(mt5_path)
-        self.path = cache_path(cache_dir, dataset or "dataset", mt5_path, fingerprint) if cache_dir else None
-        if self.path is not None and self.path.exists():
-            self.cache = FeatureCache.load(self.path, fingerprint)
+        if cache_dir is None:
+            self.path = None  # in memory only: never saved, so no fingerprint to compute
+            self.cache = FeatureCache(mt5_path, None, _d_model(mt5_path))
         else:
-            self.cache = FeatureCache(mt5_path, fingerprint, self.d_model)
+            self.path, self.cache = open_cache(cache_dir, dataset, mt5_path)
+        self.d_model = self.cache.d_model
         self._saved_size = len(self.cache)
 
     @property
@@ -164,8 +244,8 @@ class TextFeatureProvider:
         return features
 
     def warm(self, texts, progress=True):
-        """Encode every text not cached yet, in batches with a progress bar, then save."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        """Encode every text not cached yet, in batches with a progress bar, then save; → how many were new."""
+        missing = sorted(dict.fromkeys(t for t in texts if t not in self.cache), key=len)  # less padding
         for start in tqdm(range(0, len(missing), WARM_BATCH), disable=not progress, unit="batch",
                           desc="encoding descriptions"):
             chunk = missing[start:start + WARM_BATCH]
@@ -181,18 +261,24 @@ class TextFeatureProvider:
 
 
 def collect_description_texts(desc_dir, dataset):
-    """Every distinct description text of a dataset's description folder."""
+    """Every distinct description text of a dataset, over the files each split's loader can reach."""
     from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir
 
     folder = find_description_dir(desc_dir, dataset)
     if folder is None:
-        raise SystemExit(f"no description folder for {dataset} under {desc_dir}")
+        raise FileNotFoundError(f"no description folder for {dataset} under {desc_dir}")
     texts = {}
     for split in ("train", "dev", "test"):
         loader = DescriptionLoader(folder, phase=split)
         for sample in sorted(loader.sample_ids()):
             texts.update(dict.fromkeys(loader.load(sample)[0].values()))
     return list(texts)
+
+
+def fill_cache(texts, mt5_path, dataset, cache_dir, device="cpu", progress=True):
+    """Encode and save the texts the cache lacks; → (how many were new, the cache file)."""
+    provider = TextFeatureProvider(mt5_path, cache_dir=cache_dir, dataset=dataset, device=device)
+    return provider.warm(texts, progress=progress), provider.path
 
 
 def main(argv=None):
@@ -203,10 +289,12 @@ def main(argv=None):
     parser.add_argument("--cache_dir", required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    texts = collect_description_texts(args.desc_dir, args.dataset)
-    provider = TextFeatureProvider(args.mt5_path, cache_dir=args.cache_dir, dataset=args.dataset, device=args.device)
-    new = provider.warm(texts)
-    print(f"{len(texts)} distinct texts: {new} newly encoded, {len(texts) - new} already cached → {provider.path}")
+    try:
+        texts = collect_description_texts(args.desc_dir, args.dataset)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    new, path = fill_cache(texts, args.mt5_path, args.dataset, args.cache_dir, device=args.device)
+    print(f"{len(texts)} distinct texts: {new} newly encoded, {len(texts) - new} already cached → {path}")
 
 
 if __name__ == "__main__":
