@@ -57,7 +57,7 @@ def text_feature_provider(args):
     from uni_sign_ext.feature_cache import TextFeatureProvider
 
     return TextFeatureProvider(args.mt5_model or args.mt5_path, cache_dir=args.feature_cache_dir or None,
-                               dataset=args.dataset)
+                               dataset=args.dataset, device=args.device)
 
 
 def model_dtype(args):

@@ -73,3 +73,23 @@ def test_human_readable_output(world_root, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "[pass] labels train" in out and "passed," in out and "failed" in out
+
+
+def test_cache_status_built_then_stale(world_root, capsys, tmp_path):
+    from uni_sign_ext.feature_cache import TextFeatureProvider
+
+    mt5 = tmp_path / "mt5"
+    shutil.copytree(world_root / "pretrained_weight" / "mt5-base", mt5)
+    flags = ("--use_descriptions", "--mt5_path", str(mt5), "--feature_cache_dir", str(tmp_path / "cache"))
+    TextFeatureProvider(str(mt5), cache_dir=str(tmp_path / "cache"), dataset="CSL_Daily").warm(
+        ["left hand moves up"], progress=False)
+    _, report = run(capsys, *flags)
+    assert by_name(report)["feature cache"]["status"] == "pass"
+    assert by_name(report)["feature cache"]["detail"].endswith("1 texts")
+    weights = mt5 / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # the encoder's weights change: the old cache must be named, not silently ignored
+    weights.write_bytes(bytes(data))
+    code, report = run(capsys, *flags)
+    cache = by_name(report)["feature cache"]
+    assert code == 1 and cache["status"] == "fail" and "fingerprint" in cache["detail"]

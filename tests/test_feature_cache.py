@@ -305,7 +305,6 @@ def test_command_fills_the_cache(mt5_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_collect_description_texts(tmp_path):
-    pytest.importorskip("uni_sign_ext.descriptions")  # a colleague's module; drop this guard once it has landed
     folder = tmp_path / "desc" / "CSL-Daily"
     for split, name, document in [
             ("train", "S1", {"0": "hand up", "3": "hand down"}),

@@ -12,7 +12,6 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 PACKAGES = ("torch", "transformers", "deepspeed", "sentencepiece", "sacrebleu", "rouge", "numpy")
 NAMES_SHOWN = 5
 ALIGNMENT_SAMPLE_VIDEOS = 50
-SPLITS = ("train", "dev", "test")
 
 
 @dataclass
@@ -164,26 +163,22 @@ def alignment_coverage(args, split, labels, pose_dir, loaded):
 
 
 def check_feature_cache(args):
-    from uni_sign_ext.feature_cache import (CorruptCacheError, FeatureCache, StaleCacheError, cache_path,
-                                            encoder_fingerprint)
+    from uni_sign_ext.feature_cache import CorruptCacheError, StaleCacheError, open_cache
 
     encoder = args.mt5_model or args.mt5_path
     if not args.feature_cache_dir:
         return Check("feature cache", WARN, "disabled (--feature_cache_dir ''): texts are re-encoded every run",
                      "pass --feature_cache_dir DIR")
     try:
-        fingerprint = encoder_fingerprint(encoder)
+        path, cache = open_cache(args.feature_cache_dir, args.dataset, encoder)
     except FileNotFoundError as exc:
         return Check("feature cache", FAIL, str(exc), "fix the text encoder folder (--mt5_model)")
-    path = cache_path(args.feature_cache_dir, args.dataset, encoder)
-    if not os.path.exists(path):
+    except (StaleCacheError, CorruptCacheError) as exc:
+        return Check("feature cache", FAIL, str(exc), "delete the file named and rebuild the cache")
+    if not len(cache):
         return Check("feature cache", WARN, f"{path} not built yet: the first epoch encodes the texts",
                      f"python -m uni_sign_ext.feature_cache --mt5_path {encoder} --desc_dir {args.desc_dir} "
                      f"--dataset {args.dataset} --cache_dir {args.feature_cache_dir}")
-    try:
-        cache = FeatureCache.load(path, fingerprint)
-    except (StaleCacheError, CorruptCacheError) as exc:
-        return Check("feature cache", FAIL, str(exc), f"delete {path} and rebuild it")
     return Check("feature cache", PASS, f"{path}: {len(cache)} texts")
 
 
