@@ -2,41 +2,55 @@
 
     python -m uni_sign_ext.fixture --out mini_world [--samples-per-split 24] [--seed 0]
 
-Builds a tiny mT5 (random weights, d_model 768 like mt5-base, a SentencePiece tokenizer trained on
-the spot), label files drawn from the real CSL-Daily and How2Sign labels in shared/data/labels,
-synthetic pose files (133 COCO-WholeBody keypoints) whose motion follows a per-sentence "program" of
-gestures, and description files that describe that motion, in every accepted format and layout.
+Builds a tiny mT5 (random weights, d_model 768 like mt5-base, a SentencePiece tokenizer trained on the
+spot), label files drawn from the real CSL-Daily and How2Sign labels in shared/data/labels, synthetic
+pose files (133 COCO-WholeBody keypoints) whose motion follows a per-sentence "program" of gestures,
+and description files that describe that same motion, in every accepted format and layout. Few
+distinct short sentences, each signed several times, so that a few epochs can learn something.
 """
 import argparse
 import gzip
+import io
 import json
 import os
 import pickle
 import random
+import re
+import shutil
 import time
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+WORLD_VERSION = 2  # bump when the output changes, so old worlds are rebuilt
 SENTENCES_PER_DATASET = 8
 MAX_CSL_CHARS = 12
+CSL_GREETING = "你们好！"  # always signed, so tokenizer("你们好") meets no unknown piece
 MAX_H2S_WORDS = 8
-HANDS = ("left", "right", "both")
-ACTIONS = {  # displacement of the hand over a gesture, in pixels (x, y); "circle" and "chin" are special
-    "up": (0, -120), "down": (0, 120), "out": (140, 0), "in": (-140, 0), "circle": None, "chin": None,
+ACTIONS = ("up", "down", "out", "in", "circle", "chin")
+GESTURES = [(hand, action) for hand in ("right", "left", "both") for action in ACTIONS]
+VERBS = {  # (one hand, both hands)
+    "up": ("moves up", "move up"), "down": ("moves down", "move down"),
+    "out": ("moves outward", "move outward"), "in": ("moves inward", "move inward"),
+    "circle": ("circles", "circle"), "chin": ("touches the chin", "touch the chin"),
 }
-PHRASES = {"up": "moves up", "down": "moves down", "out": "moves outward", "in": "moves inward",
-           "circle": "draws a circle", "chin": "touches the chin"}
 DESCRIPTION_FORMATS = ("canonical", "wrapper", "frames", "segments")
 NO_DESCRIPTION_EVERY = 7  # one sample in 7 has no description file (~15 %)
+GENERATED = ("data", "dataset", "description", "pretrained_weight")
+PROMPTS = ["Translate sign language video to Chinese: ", "Translate sign language video to English: "]
 
 
 def shared_labels_dir():
+    """The real label files, found next to the repository (or via UNISIGN_SHARED_LABELS)."""
     env = os.environ.get("UNISIGN_SHARED_LABELS")
     folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "labels"
-    if not (folder / "CSL_Daily" / "labels.train").is_file():
-        raise SystemExit(f"real label files not found in {folder} (expected CSL_Daily/labels.train and "
-                         "How2Sign/labels.test); set UNISIGN_SHARED_LABELS to the shared/data/labels folder")
+    needed = [folder / "CSL_Daily" / "labels.train", folder / "How2Sign" / "labels.test"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"real label files not found: {', '.join(missing)}; expected them under "
+                                f"{folder} (set UNISIGN_SHARED_LABELS to the shared/data/labels folder)")
     return folder
 
 
@@ -47,153 +61,192 @@ def read_labels(path):
 
 def write_labels(path, labels):
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.GzipFile(path, "wb", mtime=0) as f:  # mtime 0: same inputs, same bytes
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:  # same inputs, same bytes
         pickle.dump(labels, f)
 
 
-def pick_sentences(labels, rng, short):
-    """A few distinct short sentences, each with one real label entry to borrow its gloss from."""
-    by_text = {}
-    for entry in labels.values():
-        if short(entry["text"]):
-            by_text.setdefault(entry["text"], entry)
-    texts = rng.sample(sorted(by_text), SENTENCES_PER_DATASET)
-    return [by_text[t] for t in texts]
+def motion_program(text, index):
+    """2–4 (hand, action) gestures that identify the sentence.
+
+    The first gesture comes from the sentence's index, so up to 18 sentences of a world never share a
+    program; the rest from a hash of the text.
+    """
+    rng = random.Random(zlib.crc32(text.encode()))
+    return [GESTURES[index % len(GESTURES)]] + [rng.choice(GESTURES) for _ in range(rng.randint(1, 3))]
 
 
-def motion_program(sentence_index):
-    """2–4 (hand, action) gestures, fixed per sentence so the motion carries the sentence's identity."""
-    rng = random.Random(1000 + sentence_index)
-    return [(rng.choice(HANDS), rng.choice(sorted(ACTIONS))) for _ in range(2 + sentence_index % 3)]
+def describe(hand, action):
+    one, both = VERBS[action]
+    return f"both hands {both}" if hand == "both" else f"{hand} hand {one}"
 
 
 def skeleton_template():
-    """A frontal upper body in a 1280x720 frame: (133, 2) pixel coordinates."""
+    """A frontal signer in a 1280x720 frame, (133, 2) pixels; the person's left is the image's right."""
     kp = np.zeros((133, 2), np.float32)
-    kp[0] = (640, 200)                                       # nose
-    kp[1:5] = [(625, 188), (655, 188), (605, 195), (675, 195)]  # eyes, ears
-    kp[5:11] = [(560, 300), (720, 300), (530, 400), (750, 400), (560, 470), (720, 470)]  # shoulders…wrists
-    kp[11:23] = (640, 650)                                    # hips, legs, feet: off the bottom of the crop
-    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    kp[23:91] = np.stack([640 + 55 * np.cos(angles), 210 + 70 * np.sin(angles)], 1)  # face contour/features
-    fingers = np.array([(0, 0)] + [(np.cos(a) * r, -np.sin(a) * r - 10)
-                                   for a in np.linspace(0.4, 2.7, 5) for r in (15, 28, 40, 50)])
-    kp[91:112] = kp[9] + fingers * [-1, 1]                   # left hand around the left wrist
-    kp[112:133] = kp[10] + fingers                           # right hand around the right wrist
+    kp[0:5] = [(640, 190), (655, 178), (625, 178), (675, 185), (605, 185)]     # nose, eyes, ears
+    kp[5:11] = [(720, 290), (560, 290), (750, 400), (530, 400), (720, 480), (560, 480)]  # shoulders…wrists
+    kp[11:13] = [(690, 600), (590, 600)]                                      # hips
+    kp[13:23] = np.linspace((600, 720), (680, 720), 10)                       # legs, feet: below the frame
+    t = np.linspace(0, np.pi, 17)
+    kp[23:40] = np.stack([640 - 45 * np.cos(t), 185 + 60 * np.sin(t)], 1)    # jaw, chin at 31
+    kp[40:45] = np.linspace((605, 160), (632, 158), 5)                        # brows
+    kp[45:50] = np.linspace((648, 158), (675, 160), 5)
+    kp[50:54] = np.linspace((640, 170), (640, 195), 4)                        # nose bridge, tip at 53
+    kp[54:59] = np.linspace((630, 202), (650, 202), 5)
+    e = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+    kp[59:65] = np.stack([625 + 8 * np.cos(e), 176 + 3 * np.sin(e)], 1)       # eyes
+    kp[65:71] = kp[59:65] + (30, 0)
+    m, n = np.linspace(0, 2 * np.pi, 12, endpoint=False), np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    kp[71:83] = np.stack([640 + 16 * np.cos(m), 222 + 6 * np.sin(m)], 1)      # lips, outer
+    kp[83:91] = np.stack([640 + 10 * np.cos(n), 222 + 3 * np.sin(n)], 1)      # lips, inner
+    fingers = np.array([(0, 0)] + [(np.cos(a) * r, -np.sin(a) * r - 10)      # wrist, then 5 fingers × 4 joints
+                                   for a in np.linspace(0.4, 2.7, 5) for r in (15, 28, 40, 50)], np.float32)
+    kp[91:112] = kp[9] + fingers * (-1, 1)
+    kp[112:133] = kp[10] + fingers
     return kp
 
 
+TEMPLATE = skeleton_template()
+CHIN = TEMPLATE[31]
+
+
+def gesture_bounds(program, frames):
+    """Frame where each gesture starts (and the clip's end): the clip is split evenly between gestures."""
+    return np.linspace(0, frames, len(program) + 1).astype(int)
+
+
 def hand_offsets(program, frames):
-    """Per-frame (T, 2) displacement of each hand following the gesture program."""
+    """Per-frame (T, 2) displacement of each wrist from its rest position, following the program."""
     offsets = {"left": np.zeros((frames, 2), np.float32), "right": np.zeros((frames, 2), np.float32)}
-    bounds = np.linspace(0, frames, len(program) + 1).astype(int)
     position = {"left": np.zeros(2, np.float32), "right": np.zeros(2, np.float32)}
+    bounds = gesture_bounds(program, frames)
     for (hand, action), start, end in zip(program, bounds[:-1], bounds[1:]):
-        phase = np.linspace(0, 1, max(1, end - start), dtype=np.float32)[:, None]
+        if end == start:
+            continue
+        phase = np.linspace(0, 1, end - start, dtype=np.float32)[:, None]
         for side in (("left", "right") if hand == "both" else (hand,)):
-            sign = -1 if side == "left" else 1
+            outward = 1 if side == "left" else -1  # the signer's left is the image's right
+            wrist = TEMPLATE[9 if side == "left" else 10]
             if action == "circle":
-                path = 60 * np.concatenate([np.cos(2 * np.pi * phase) - 1, np.sin(2 * np.pi * phase)], 1)
-            elif action == "chin":
-                target = np.array([80 * -sign, -240], np.float32) - position[side]
-                path = np.sin(np.pi * phase) * target
+                path = 60 * np.concatenate([outward * (1 - np.cos(2 * np.pi * phase)), np.sin(2 * np.pi * phase)], 1)
+            elif action == "chin":  # there and back
+                path = np.sin(np.pi * phase) * (CHIN + (outward * 20, 15) - wrist - position[side])
             else:
-                dx, dy = ACTIONS[action]
-                path = phase * np.array([dx * sign, dy], np.float32)
+                step = {"up": (0, -120), "down": (0, 100), "out": (140 * outward, 0), "in": (-100 * outward, 0)}
+                path = phase * np.array(step[action], np.float32)
             offsets[side][start:end] = position[side] + path
             position[side] = offsets[side][end - 1].copy()
-    return offsets, bounds
+    return offsets
 
 
 def synth_pose(program, frames, rng, low_confidence_hands):
-    """Keypoints (T, 1, 133, 2) and scores (T, 1, 133) for one clip."""
-    kp = np.repeat(skeleton_template()[None], frames, 0)
-    offsets, _ = hand_offsets(program, frames)
-    kp[:, 9] += offsets["left"]
-    kp[:, 91:112] += offsets["left"][:, None]
-    kp[:, 7] += offsets["left"] / 2
-    kp[:, 10] += offsets["right"]
-    kp[:, 112:133] += offsets["right"][:, None]
-    kp[:, 8] += offsets["right"] / 2
-    kp += rng.normal(0, 1.5, kp.shape).astype(np.float32) + rng.uniform(-20, 20, 2).astype(np.float32)
-    scores = rng.uniform(0.6, 1.0, (frames, 133)).astype(np.float32)
-    scores[:, 11:23] = rng.uniform(0.0, 0.2, (frames, 12))
+    """Keypoints (T, 1, 133, 2) and scores (T, 1, 133) of one clip, float32, in pixels."""
+    offsets = hand_offsets(program, frames)
+    kp = np.repeat(TEMPLATE[None], frames, 0)
+    for side, wrist, elbow, hand in (("left", 9, 7, slice(91, 112)), ("right", 10, 8, slice(112, 133))):
+        kp[:, wrist] += offsets[side]
+        kp[:, elbow] += offsets[side] / 2
+        kp[:, hand] += offsets[side][:, None]
+    centre = np.float32((640, 360))
+    kp = centre + (kp - centre) * rng.uniform(0.85, 1.15) + rng.uniform(-40, 40, 2)  # signer size, place
+    kp += rng.normal(0, 1.5, kp.shape)                                                 # detector jitter
+    kp = np.clip(kp, 0, (1279, 719))                                                   # detectors stay in frame
+    scores = rng.uniform(0.6, 1.0, (frames, 133))
+    scores[:, 13:23] = rng.uniform(0.0, 0.2, (frames, 10))  # legs and feet are out of the frame
     if low_confidence_hands:
         stretch = slice(frames // 4, frames // 2)
         scores[stretch, 91:133] = rng.uniform(0.0, 0.25, scores[stretch, 91:133].shape)
-    return kp[:, None], scores[:, None]
+    return kp.astype(np.float32)[:, None], scores.astype(np.float32)[:, None]
 
 
 def descriptions_for(program, frames, offset, rng):
-    """{original frame: text}: a description every 4–12 frames, saying what the gesture then does."""
-    _, bounds = hand_offsets(program, frames)
+    """{original frame index: text}: every 4–12 frames, the gesture under way at that frame."""
+    bounds = gesture_bounds(program, frames)
     described, frame = {}, int(rng.integers(0, 4))
     while frame < frames:
-        gesture = min(np.searchsorted(bounds, frame, side="right") - 1, len(program) - 1)
-        hand, action = program[gesture]
-        subject = "both hands" if hand == "both" else f"{hand} hand"
-        described[frame + offset] = f"{subject} {PHRASES[action]}"
+        gesture = min(int(np.searchsorted(bounds, frame, side="right")) - 1, len(program) - 1)
+        described[offset + frame] = describe(*program[gesture])
         frame += int(rng.integers(4, 13))
     return described
 
 
 def description_document(described, fmt):
+    """The same descriptions in one of the accepted file formats (DESIGN.md, "Description files")."""
     if fmt == "canonical":
         return {str(k): v for k, v in described.items()}
     if fmt == "wrapper":
-        return {"descriptions": {str(k): v for k, v in described.items()}, "model": "mini-world", "fps": 25}
+        return {"descriptions": {str(k): v for k, v in described.items()}, "model": "fixture", "fps": 25}
     if fmt == "frames":
         return [{"frame": k, "text": v} for k, v in described.items()]
-    frames = sorted(described)  # segments: each description holds until the next one
-    return [{"start": f, "end": (frames[i + 1] - 1 if i + 1 < len(frames) else f), "text": described[f]}
-            for i, f in enumerate(frames)]
+    frames = sorted(described)  # segments: each description holds until the frame before the next one
+    ends = [f - 1 for f in frames[1:]] + [frames[-1]]
+    return [{"start": s, "end": e, "text": described[s]} for s, e in zip(frames, ends)]
 
 
 class WorldWriter:
-    """Writes one dataset's samples: labels, poses, descriptions."""
+    """Writes one dataset's pose and description files; a running sample count varies the cases."""
 
-    def __init__(self, root, dataset, seed):
-        self.root, self.dataset = root, dataset
+    def __init__(self, seed):
         self.rng = np.random.default_rng(seed)
         self.count = 0
-        self.texts = []
+        self.texts = set()
 
-    def sample(self, split, name, video_path, entry, sentence_index, pose_dir, desc_dir):
+    def sample(self, name, video_path, entry, program, pose_dir, desc_dir):
+        """Pose file and (usually) description file of one sample; returns its label entry."""
         i = self.count
         self.count += 1
-        program = motion_program(sentence_index)
         frames = int(self.rng.integers(140, 181)) if i % 7 == 2 else int(self.rng.integers(16, 97))
         kps, scores = synth_pose(program, frames, self.rng, low_confidence_hands=i % 4 == 1)
-        pose = {"keypoints": list(kps), "scores": list(scores)}
         offset = 0
         if i % 5 == 0:  # a clip inside a longer recording: usable frames start…end-1
-            offset, tail = int(self.rng.integers(3, 20)), int(self.rng.integers(0, 10))
+            offset, tail = int(self.rng.integers(3, 20)), int(self.rng.integers(1, 10))
             pad_k, pad_s = synth_pose(program, offset + tail, self.rng, False)
-            pose = {"keypoints": list(pad_k[:offset]) + list(kps) + list(pad_k[offset:]),
-                    "scores": list(pad_s[:offset]) + list(scores) + list(pad_s[offset:]),
-                    "start": offset, "end": offset + frames}
+            kps = np.concatenate([pad_k[:offset], kps, pad_k[offset:]])
+            scores = np.concatenate([pad_s[:offset], scores, pad_s[offset:]])
+        pose = {"keypoints": list(kps), "scores": list(scores)}
+        if offset:
+            pose.update(start=offset, end=offset + frames)
         pose_dir.mkdir(parents=True, exist_ok=True)
         with open(pose_dir / (os.path.splitext(video_path)[0] + ".pkl"), "wb") as f:
             pickle.dump(pose, f)
         if i % NO_DESCRIPTION_EVERY != 3:
             described = descriptions_for(program, frames, offset, self.rng)
-            self.texts += described.values()
-            desc_dir.mkdir(parents=True, exist_ok=True)
+            self.texts.update(described.values())
             document = description_document(described, DESCRIPTION_FORMATS[i % len(DESCRIPTION_FORMATS)])
-            (desc_dir / (os.path.splitext(name)[0] + ".json")).write_text(json.dumps(document, ensure_ascii=False))
+            desc_dir.mkdir(parents=True, exist_ok=True)
+            (desc_dir / (os.path.splitext(name)[0] + ".json")).write_text(
+                json.dumps(document, ensure_ascii=False), encoding="utf-8")
         return {"name": name, "gloss": entry["gloss"], "text": entry["text"], "video_path": video_path}
 
 
+def distinct_texts(entries, keep, rng, count):
+    """`count` distinct texts passing `keep`, drawn with `rng`: {text: [its real entries]}."""
+    by_text = {}
+    for entry in entries:
+        if keep(entry["text"]):
+            by_text.setdefault(entry["text"], []).append(entry)
+    return {t: by_text[t] for t in rng.sample(sorted(by_text), count)}
+
+
 def build_csl_daily(root, labels_dir, per_split, seed):
+    """CSL_Daily: 8 short sentences of the real train split (always 你们好！), signed in every split.
+
+    The real dev/test splits share (almost) no sentence with train, so our dev/test reuse the train
+    sentences and gloss lists: that is what lets the demo learn. Sample names keep the real sentence
+    id: S000020_P0007_T01 (T = split number).
+    """
     real = read_labels(labels_dir / "CSL_Daily" / "labels.train")
-    sentences = pick_sentences(real, random.Random(seed), lambda t: len(t) <= MAX_CSL_CHARS)
-    writer = WorldWriter(root, "CSL_Daily", seed)
-    for split in ("train", "dev", "test"):
+    greeting = [e for e in real.values() if e["text"] == CSL_GREETING][:1]
+    picked = distinct_texts(real.values(), lambda t: len(t) <= MAX_CSL_CHARS and t != CSL_GREETING,
+                            random.Random(seed), SENTENCES_PER_DATASET - len(greeting))
+    sentences = greeting + [entries[0] for entries in picked.values()]
+    writer = WorldWriter(seed)
+    for t, split in enumerate(("train", "dev", "test")):
         labels = {}
         for k in range(per_split):
             s = k % len(sentences)
-            name = f"S{900000 + s:06d}_P{k:04d}_T{('train', 'dev', 'test').index(split):02d}"
-            labels[name] = writer.sample(split, name, name + ".mp4", sentences[s], s,
+            name = f"{sentences[s]['name'][:7]}_P{k:04d}_T{t:02d}"
+            labels[name] = writer.sample(name, name + ".mp4", sentences[s], motion_program(sentences[s]["text"], s),
                                          root / "dataset" / "CSL_Daily" / "pose_format",
                                          root / "description" / "CSL_Daily" / "split_data" / split)
         write_labels(root / "data" / "CSL_Daily" / f"labels.{split}", labels)
@@ -201,21 +254,32 @@ def build_csl_daily(root, labels_dir, per_split, seed):
 
 
 def build_how2sign(root, labels_dir, per_split, seed):
+    """How2Sign: train and test from two disjoint sets of entries of the one real (test) label file.
+
+    The 8 short sentences each have at least two real entries (clips); alternate entries go to train
+    and to test, so both splits sign the same sentences. A clip signed again gets a repeat number:
+    real -fZc293MpJk_0-1-rgb_front.mp4 → -fZc293MpJk_0_2-1-rgb_front.mp4 (the real file has such names).
+    """
     real = read_labels(labels_dir / "How2Sign" / "labels.test")
-    sentences = pick_sentences(real, random.Random(seed + 1), lambda t: len(t.split()) <= MAX_H2S_WORDS)
-    writer = WorldWriter(root, "How2Sign", seed + 1)
-    id_rng = random.Random(seed + 2)
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    for split in ("train", "test"):
+    counts = Counter(entry["text"] for entry in real.values())
+    picked = distinct_texts(real.values(), lambda t: t.isascii() and len(t.split()) <= MAX_H2S_WORDS
+                            and counts[t] >= 2, random.Random(seed + 1), SENTENCES_PER_DATASET)
+    texts = list(picked)
+    pools = {"train": [entries[0::2] for entries in picked.values()],
+             "test": [entries[1::2] for entries in picked.values()]}
+    writer = WorldWriter(seed + 1)
+    for split, pool in pools.items():
         labels = {}
         for k in range(per_split):
-            s = k % len(sentences)
-            video = "".join(id_rng.choice(alphabet) for _ in range(11)) + f"_{k}-1-rgb_front.mp4"
-            labels[video] = writer.sample(split, video, video, sentences[s], s,
+            s, repeat = k % len(texts), k // len(texts)
+            entry = pool[s][repeat % len(pool[s])]
+            clip, tail = re.fullmatch(r"(.+)(-\d+-rgb_front\.mp4)", entry["name"]).groups()
+            video = f"{clip}_{repeat}{tail}"
+            labels[video] = writer.sample(video, video, entry, motion_program(texts[s], s),
                                           root / "dataset" / "How2Sign" / "pose_format" / split,
                                           root / "description" / "How2Sign")
         write_labels(root / "data" / "How2Sign" / f"labels.{split}", labels)
-    return [s["text"] for s in sentences], writer.texts
+    return texts, writer.texts
 
 
 def build_tiny_mt5(folder, texts, seed):
@@ -225,35 +289,40 @@ def build_tiny_mt5(folder, texts, seed):
     from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    corpus = texts + ["Translate sign language video to Chinese: ", "Translate sign language video to English: "]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus * 3), model_prefix=str(folder / "spiece"),
-                                   vocab_size=400, character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2,
-                                   bos_id=-1, hard_vocab_limit=False, model_type="unigram", minloglevel=2)
-    (folder / "spiece.vocab").unlink()
+    model = io.BytesIO()  # not model_prefix: that would write the folder's path into the model's bytes
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=400,
+                                   character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, model_type="unigram", num_threads=1, minloglevel=2)
+    (folder / "spiece.model").write_bytes(model.getvalue())
     tokenizer = T5Tokenizer(str(folder / "spiece.model"), legacy=False, extra_ids=0)
     tokenizer.save_pretrained(folder)
     config = MT5Config(vocab_size=len(tokenizer), d_model=768, d_kv=16, num_heads=4, d_ff=256, num_layers=1,
                        num_decoder_layers=1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                       initializer_factor=0.05, tie_word_embeddings=False)
+                       tie_word_embeddings=False)
     torch.manual_seed(seed)
-    MT5ForConditionalGeneration(config).save_pretrained(folder)
+    MT5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
 
 
 def build_mini_world(out_dir, samples_per_split=24, seed=0):
-    """Build (or reuse, when already built with the same parameters) the mini-world under out_dir."""
+    """Build the mini-world under out_dir and return its path (at once if built with these parameters)."""
     root = Path(out_dir)
-    params = {"samples_per_split": samples_per_split, "seed": seed, "version": 1}
+    params = {"samples_per_split": samples_per_split, "seed": seed, "version": WORLD_VERSION}
     marker = root / ".complete"
-    if marker.is_file() and json.loads(marker.read_text()) == params:
-        return root
+    if marker.is_file():
+        if json.loads(marker.read_text()) == params:
+            return root
+        marker.unlink()  # ours, built otherwise: start clean so no stale sample stays behind
+        for sub in GENERATED:
+            shutil.rmtree(root / sub, ignore_errors=True)
     started = time.time()
     labels_dir = shared_labels_dir()
-    print(f"[mini-world] building {root} ({samples_per_split} samples per split)", flush=True)
+    print(f"[mini-world] building {root} ({samples_per_split} samples per split, seed {seed})", flush=True)
     csl_sentences, csl_descriptions = build_csl_daily(root, labels_dir, samples_per_split, seed)
     h2s_sentences, h2s_descriptions = build_how2sign(root, labels_dir, samples_per_split, seed)
-    print("[mini-world] labels, poses and descriptions written; training the tokenizer and tiny mT5", flush=True)
-    build_tiny_mt5(root / "pretrained_weight" / "mt5-base",
-                   csl_sentences + h2s_sentences + sorted(set(csl_descriptions + h2s_descriptions)), seed)
+    print(f"[mini-world] labels, poses, descriptions written ({time.time() - started:.1f}s); "
+          "training the tokenizer, saving the tiny mT5", flush=True)
+    corpus = csl_sentences + h2s_sentences + sorted(csl_descriptions | h2s_descriptions) + PROMPTS
+    build_tiny_mt5(root / "pretrained_weight" / "mt5-base", corpus, seed)
     marker.write_text(json.dumps(params))
     print(f"[mini-world] done in {time.time() - started:.1f}s", flush=True)
     return root
