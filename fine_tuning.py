@@ -150,9 +150,17 @@ class GateStats:
 
 @torch.no_grad()
 def evaluate(engine, loader, args, phase, provider, withhold=False):
-    """Translate a split; returns metrics (and, with descriptions, the mean gates)."""
+    """Translate a split; returns metrics (and, with descriptions, the mean gates).
+
+    Long videos' frames are sampled at random, so evaluation runs under a fixed seed (repeatable,
+    and the same as a later --eval run) without disturbing the training streams.
+    """
+    with utils.seeded(args.seed):
+        return _evaluate(engine, loader, args, phase, provider, withhold)
+
+
+def _evaluate(engine, loader, args, phase, provider, withhold):
     engine.eval()
-    utils.set_seed(args.seed)  # the frame sampling of long videos is random: make it repeatable
     model = engine.module
     synced = args.zero_stage == 3 and args.world_size > 1
     names, predictions, references = [], [], []

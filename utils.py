@@ -3,6 +3,7 @@ import argparse
 import os
 import random
 import socket
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -107,3 +108,16 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed):
+    """Run a block under a fixed seed, then restore the random streams the caller had."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    set_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
