@@ -7,7 +7,6 @@
 import argparse
 import logging
 import math
-import os
 import time
 from pathlib import Path
 

@@ -1,5 +1,4 @@
 """Shared test fixtures: one offline mini-world per test session, and argument helpers."""
-import os
 import sys
 from pathlib import Path
 

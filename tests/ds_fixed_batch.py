@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import deepspeed
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fine_tuning  # noqa: E402

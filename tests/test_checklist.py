@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import pytest
 
 import pre_training_checklist
 
