@@ -50,6 +50,8 @@ class Uni_Sign(nn.Module):
         self.mt5_model = MT5ForConditionalGeneration.from_pretrained(args.mt5_path)
         self.mt5_tokenizer = T5Tokenizer.from_pretrained(args.mt5_path, legacy=False)
         self.lang = prompt_for(args.dataset)
+        # The prompt is the same for every sample: tokenise it once, not every step.
+        self.prompt_ids = self.mt5_tokenizer([self.lang], return_tensors="pt")["input_ids"]
         self.loss_fct = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing, ignore_index=-100)
 
         self.text_fusion = None
@@ -84,9 +86,9 @@ class Uni_Sign(nn.Module):
         return self.pose_proj(torch.cat(features, dim=-1) + self.part_para)
 
     def embed_prompt(self, batch_size, device):
-        prompt = self.mt5_tokenizer([self.lang] * batch_size, padding="longest", return_tensors="pt")
-        embeds = self.mt5_model.encoder.embed_tokens(prompt["input_ids"].to(device))
-        return embeds, prompt["attention_mask"].to(device)
+        """The prompt's token embeddings and mask, repeated over the batch (identical prompts need no padding)."""
+        ids = self.prompt_ids.to(device).expand(batch_size, -1)
+        return self.mt5_model.encoder.embed_tokens(ids), torch.ones_like(ids)
 
     def tokenize_targets(self, sentences, device):
         labels = self.mt5_tokenizer(sentences, padding="longest", truncation=True,
