@@ -88,9 +88,9 @@ def test_labels(world):
 
 
 def test_how2sign_splits_come_from_disjoint_real_entries(world):
-    from uni_sign_ext.fixture import read_labels as read_real_labels, shared_labels_dir
+    from uni_sign_ext.fixture import REAL_LABELS_DIR, read_labels as read_real_labels
 
-    real = read_real_labels(shared_labels_dir() / "How2Sign" / "labels.test")
+    real = read_real_labels(REAL_LABELS_DIR / "How2Sign" / "labels.test")
     borrowed = {}
     for split in ("train", "test"):
         labels = read_labels(world, "How2Sign", split)
@@ -252,9 +252,3 @@ def test_rebuild_with_other_parameters_leaves_no_stale_samples(tmp_path):
     build_mini_world(tmp_path, samples_per_split=3)
     assert len(list((tmp_path / "dataset" / "CSL_Daily" / "pose_format").iterdir())) == 9
     assert json.loads((tmp_path / ".complete").read_text())["samples_per_split"] == 3
-
-
-def test_missing_real_labels_name_the_expected_place(tmp_path, monkeypatch):
-    monkeypatch.setenv("UNISIGN_SHARED_LABELS", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        build_mini_world(tmp_path / "world")

@@ -3,7 +3,7 @@
     python -m uni_sign_ext.fixture --out mini_world [--samples-per-split 24] [--seed 0]
 
 Builds a tiny mT5 (random weights, d_model 768 like mt5-base, a SentencePiece tokenizer trained on the
-spot), label files drawn from the real CSL-Daily and How2Sign labels in shared/data/labels, synthetic
+spot), label files drawn from the real CSL-Daily and How2Sign label subsets shipped in fixture_labels/, synthetic
 pose files (133 COCO-WholeBody keypoints) whose motion follows a per-sentence "program" of gestures,
 and description files that describe that same motion, in every accepted format and layout. Few
 distinct short sentences, each signed several times, so that a few epochs can learn something.
@@ -42,16 +42,7 @@ GENERATED = ("data", "dataset", "description", "pretrained_weight")
 PROMPTS = ["Translate sign language video to Chinese: ", "Translate sign language video to English: "]
 
 
-def shared_labels_dir():
-    """The real label files, found next to the repository (or via UNISIGN_SHARED_LABELS)."""
-    env = os.environ.get("UNISIGN_SHARED_LABELS")
-    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "labels"
-    needed = [folder / "CSL_Daily" / "labels.train", folder / "How2Sign" / "labels.test"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"real label files not found: {', '.join(missing)}; expected them under "
-                                f"{folder} (set UNISIGN_SHARED_LABELS to the shared/data/labels folder)")
-    return folder
+REAL_LABELS_DIR = Path(__file__).resolve().parent / "fixture_labels"  # where they come from: its README.md
 
 
 def read_labels(path):
@@ -315,7 +306,7 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0):
         for sub in GENERATED:
             shutil.rmtree(root / sub, ignore_errors=True)
     started = time.time()
-    labels_dir = shared_labels_dir()
+    labels_dir = REAL_LABELS_DIR
     print(f"[mini-world] building {root} ({samples_per_split} samples per split, seed {seed})", flush=True)
     csl_sentences, csl_descriptions = build_csl_daily(root, labels_dir, samples_per_split, seed)
     h2s_sentences, h2s_descriptions = build_how2sign(root, labels_dir, samples_per_split, seed)
