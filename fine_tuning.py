@@ -6,7 +6,6 @@
 """
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from datasets import S2T_Dataset
 from models import Uni_Sign
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
 from uni_sign_ext.cli import check_description_args
-from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config
+from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
 from uni_sign_ext.fusion import withhold_descriptions
 from uni_sign_ext.metrics import evaluate_translations
 
@@ -41,15 +40,13 @@ def build_loader(args, phase):
     label_paths = {"train": config.train_label_paths, "dev": config.dev_label_paths,
                    "test": config.test_label_paths}[phase]
     dataset = S2T_Dataset(label_paths[args.dataset], args, phase)
-    if phase == "train" and args.distributed:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed)
-    elif phase == "train":
-        sampler = torch.utils.data.RandomSampler(dataset)
-    else:
-        sampler = SequentialSampler(dataset)
+    # As upstream: training shuffles with a DistributedSampler (its own seed, 0) on any number of
+    # ranks and keeps full batches only; dev and test run in order.
+    train = phase == "train"
+    sampler = DistributedSampler(dataset, shuffle=True) if train else SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                       collate_fn=dataset.collate_fn, pin_memory=args.pin_mem and torch.cuda.is_available(),
-                      drop_last=False)
+                      drop_last=train)
 
 
 def text_feature_provider(args):
@@ -237,7 +234,7 @@ def main(args):
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     utils.init_distributed_mode(args)
-    utils.set_seed(args.seed + args.rank)
+    utils.set_seed(args.seed)  # the same seed on every rank, as upstream
     if args.output_dir:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
 
@@ -250,12 +247,13 @@ def main(args):
         log("loaded %s", args.finetune)
     if args.fusion_checkpoint:
         load_fusion_checkpoint(model, args.fusion_checkpoint)
+    model = sync_batchnorm(model, args)
     provider = text_feature_provider(args) if args.use_descriptions else None
     match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps) if train_loader else 1
+    schedule = cosine_schedule(optimizer, args, len(train_loader) if train_loader else 0)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(args),
-                                           lr_scheduler=cosine_schedule(optimizer, args, steps_per_epoch))
+                                           lr_scheduler=schedule)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log("model: %.2fM trainable parameters; ZeRO-%d, %s, %d rank(s)", n_trainable / 1e6,
         args.zero_stage, args.dtype, args.world_size)
