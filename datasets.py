@@ -61,18 +61,11 @@ class S2T_Dataset(Dataset):
         missing = set(self.missing_pose)
         self.labels = {n: e for n, e in labels.items() if n not in missing}
         self.names = list(self.labels)
-        self.description_loader = self._description_loader() if args.use_descriptions else None
+        self.description_loader = None
+        if args.use_descriptions:
+            from uni_sign_ext.descriptions import open_description_loader
 
-    def _description_loader(self):
-        from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir
-
-        folder = find_description_dir(self.args.desc_dir, self.args.dataset)
-        if folder is None:
-            logger.warning("no description folder for %s under %s: every %s sample trains as "
-                           "'no descriptions' (run pre_training_checklist.py)",
-                           self.args.dataset, self.args.desc_dir, self.phase)
-            return None
-        return DescriptionLoader(folder, phase=self.phase)
+            self.description_loader = open_description_loader(args.desc_dir, args.dataset, phase)
 
     def __len__(self):
         return len(self.names)
@@ -102,15 +95,10 @@ class S2T_Dataset(Dataset):
         pose = {part: torch.from_numpy(parts[part]) for part in PARTS}
         item = (name, pose, entry["text"], entry["gloss"], {})
         if self.args.use_descriptions:
-            item += (self._aligned_descriptions(name, frames),)
+            from uni_sign_ext.alignment import aligned_sample_descriptions
+
+            item += (aligned_sample_descriptions(self.description_loader, name, frames),)
         return item
-
-    def _aligned_descriptions(self, name, frames):
-        from uni_sign_ext.alignment import align_descriptions
-
-        descriptions, metadata = self.description_loader.load(name) if self.description_loader else ({}, {})
-        problem = (metadata["path"], metadata["error"]) if "error" in metadata else None
-        return align_descriptions(descriptions, frames), problem
 
     def collate_fn(self, batch):
         return collate(batch, self.args.use_descriptions)
@@ -142,8 +130,7 @@ def collate(batch, use_descriptions=False):
     src_input["skipped"] = skipped
     tgt_input = {"gt_sentence": [b[2] for b in batch], "gt_gloss": [b[3] for b in batch]}
     if use_descriptions:
-        from uni_sign_ext.alignment import collate_aligned
+        from uni_sign_ext.alignment import collate_descriptions
 
-        src_input.update(collate_aligned([b[5][0] for b in batch], max_len))
-        src_input["desc_problems"] = [b[5][1] for b in batch if b[5][1] is not None]
+        src_input.update(collate_descriptions([b[5] for b in batch], max_len))
     return src_input, tgt_input

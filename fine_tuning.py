@@ -21,7 +21,7 @@ from models import Uni_Sign
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
 from uni_sign_ext.cli import check_description_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
-from uni_sign_ext.fusion import withhold_descriptions
+from uni_sign_ext.fusion import GateStats, withhold_descriptions
 from uni_sign_ext.metrics import evaluate_translations
 
 logger = logging.getLogger("fine_tuning")
@@ -122,26 +122,6 @@ def train_one_epoch(engine, loader, epoch, args, provider):
             break
     problems.report(f"epoch {epoch}")
     return sum(losses) / max(1, len(losses))
-
-
-class GateStats:
-    """Mean gate on described vs undescribed real frames."""
-
-    def __init__(self):
-        self.sums = torch.zeros(2, dtype=torch.float64)
-        self.counts = torch.zeros(2, dtype=torch.float64)
-
-    def add(self, out, attention_mask):
-        gate = out["gate"].squeeze(-1).double().cpu()
-        has = out["has_description"].double().cpu()
-        real = attention_mask.bool().cpu()
-        for i, selected in enumerate([(has > 0.5) & real, (has <= 0.5) & real]):
-            self.sums[i] += gate[selected].sum()
-            self.counts[i] += selected.sum()
-
-    def means(self):
-        described, undescribed = (self.sums / self.counts.clamp(min=1)).tolist()
-        return {"gate_described": described, "gate_undescribed": undescribed}
 
 
 @torch.no_grad()

@@ -112,3 +112,20 @@ def collate_aligned(items, max_len):
         video_texts[row, :len(ids)] = torch.from_numpy(ids)
     return {"desc_texts": list(index), "desc_left": left, "desc_right": right, "desc_weight": weight,
             "has_description": has, "desc_video_texts": video_texts}
+
+
+def aligned_sample_descriptions(loader, name, frames):
+    """One sample's descriptions aligned to its sampled frames → (AlignedDescriptions, problem or None).
+
+    `loader` may be None (no description folder): the sample then has no descriptions.
+    """
+    descriptions, metadata = loader.load(name) if loader is not None else ({}, {})
+    problem = (metadata["path"], metadata["error"]) if "error" in metadata else None
+    return align_descriptions(descriptions, frames), problem
+
+
+def collate_descriptions(entries, max_len):
+    """The batch fields for a list of aligned_sample_descriptions() results (plus the problems seen)."""
+    fields = collate_aligned([aligned for aligned, _ in entries], max_len)
+    fields["desc_problems"] = [problem for _, problem in entries if problem is not None]
+    return fields

@@ -38,7 +38,11 @@ def read_state_dict(path):
 
 def load_model_checkpoint(model, path):
     """`--finetune`: strict load, except fusion keys may be missing when fusion is enabled."""
-    state = read_state_dict(path)
+    return load_model_state(model, read_state_dict(path), path)
+
+
+def load_model_state(model, state, path):
+    """load_model_checkpoint() on a state dict already read from `path` → the fusion keys left fresh."""
     has_fusion = any(k.startswith(FUSION_PREFIX) for k in model.state_dict())
     if not has_fusion and any(k.startswith(FUSION_PREFIX) for k in state):
         raise CheckpointError(f"{path} holds description-fusion weights ({FUSION_PREFIX}*): load it "
