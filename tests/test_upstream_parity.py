@@ -3,15 +3,13 @@
 Skipped (with the reason) when no upstream checkout is found; see tests/upstream.py.
 """
 import argparse
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import parse_args
-from upstream import load_upstream, point_at, require_upstream, upstream_args
+from upstream import load_upstream, point_at, require_upstream, seeded_items, upstream_args
 
 PARTS = ("body", "left", "right", "face_all")
 # Flags whose choices this fork extends on purpose (documented in the README): ours = upstream's + these.
@@ -123,17 +121,11 @@ def datasets_pair(up, world):
     return ours, theirs
 
 
-def _seeded_items(dataset, indices, seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    return [dataset[i] for i in indices]
-
-
 def test_dataset_items_and_seeded_sampling_equal_upstreams(datasets_pair):
     ours, theirs = datasets_pair
     assert ours.names == theirs.list
     indices = list(range(len(theirs)))
-    mine, upstream_items = _seeded_items(ours, indices, 7), _seeded_items(theirs, indices, 7)
+    mine, upstream_items = seeded_items(ours, indices, 7), seeded_items(theirs, indices, 7)
     sampled = 0
     for a, b in zip(mine, upstream_items):
         assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]
@@ -147,8 +139,8 @@ def test_dataset_items_and_seeded_sampling_equal_upstreams(datasets_pair):
 def test_collate_equals_upstreams(datasets_pair):
     ours, theirs = datasets_pair
     indices = [0, 3, 5, 8]
-    src, tgt = ours.collate_fn(_seeded_items(ours, indices, 11))
-    up_src, up_tgt = theirs.collate_fn(_seeded_items(theirs, indices, 11))
+    src, tgt = ours.collate_fn(seeded_items(ours, indices, 11))
+    up_src, up_tgt = theirs.collate_fn(seeded_items(theirs, indices, 11))
     assert tgt == up_tgt
     assert set(up_src) <= set(src)
     for key, value in up_src.items():
@@ -167,7 +159,7 @@ def models_pair(up, world, datasets_pair):
     ours = Uni_Sign(parse_args("--mt5_path", str(world / "pretrained_weight" / "mt5-base")))
     ours.load_state_dict(theirs.state_dict(), strict=True)
     dataset = datasets_pair[0]
-    batch = dataset.collate_fn(_seeded_items(dataset, [1, 2, 4], 3))
+    batch = dataset.collate_fn(seeded_items(dataset, [1, 2, 4], 3))
     for key in PARTS:
         batch[0][key] = batch[0][key].float()
     return ours, theirs, batch

@@ -10,10 +10,12 @@ never call them, so minimal stand-ins are installed for the import only, when th
 import importlib
 import importlib.machinery
 import os
+import random
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,10 +100,10 @@ def load_upstream(path=None):
     return _loaded[path]
 
 
-def upstream_args(**overrides):
-    """Upstream's own parser defaults, with overrides (e.g. dataset, max_length)."""
-    up = load_upstream()
-    args = up.utils.get_args_parser().parse_args([])
+def upstream_args(up=None, argv=(), **overrides):
+    """Upstream's own parser (of `up`, default: the reference checkout) on argv, then overrides."""
+    up = up or load_upstream()
+    args = up.utils.get_args_parser().parse_args(list(argv))
     for key, value in overrides.items():
         setattr(args, key, value)
     return args
@@ -111,3 +113,36 @@ def point_at(up, mt5_path, pose_dirs):
     """Aim upstream's config-derived module globals at a mini-world (its config.py holds relative paths)."""
     up.models.mt5_path = str(mt5_path)
     up.datasets.pose_dirs = dict(pose_dirs)
+
+
+def seeded_items(dataset, indices, seed):
+    """dataset[i] for each index after seeding python's and numpy's streams (frame sampling draws from them)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    return [dataset[i] for i in indices]
+
+
+class CpuEngine:
+    """Stands in for the DeepSpeed engine upstream's train_one_epoch/evaluate drive (fp32, one CPU rank)."""
+
+    def __init__(self, model, optimizer):
+        self.module, self.optimizer = model, optimizer
+
+    def __call__(self, *inputs):
+        return self.module(*inputs)
+
+    def train(self, mode=True):
+        self.module.train(mode)
+
+    def eval(self):
+        self.module.eval()
+
+    def bfloat16_enabled(self):
+        return False
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        self.optimizer.step()
+        self.optimizer.zero_grad()
