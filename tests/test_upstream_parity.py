@@ -68,11 +68,32 @@ HAND_MADE = [
 ]
 
 
-def test_metrics_equal_upstreams_on_its_released_predictions_and_hand_made_ones(up, capsys):
+def _real_label_pairs():
+    """Real label lines (shipped subsets) against a deterministic corruption of each: every third token
+    dropped, the first two swapped; CSL-Daily prepared per character as upstream's evaluate() does."""
+    from uni_sign_ext.fixture import REAL_LABELS_DIR, read_labels
+    from uni_sign_ext.metrics import prepare_csl_daily
+
+    def corrupt(tokens):
+        kept = [t for i, t in enumerate(tokens) if i % 3 != 2] or tokens
+        return kept[1::-1] + kept[2:]
+
+    pairs = []
+    for name, per_char in (("CSL_Daily/labels.train", True), ("How2Sign/labels.test", False)):
+        refs = [entry["text"] for entry in read_labels(REAL_LABELS_DIR / name).values()][:300]
+        hyps = ["".join(corrupt(list(r))) if per_char else " ".join(corrupt(r.split())) for r in refs]
+        if per_char:
+            refs, hyps = prepare_csl_daily(refs, hyps)
+        pairs.append((name, refs, hyps))
+    return pairs
+
+
+def test_metrics_equal_upstreams_on_its_released_predictions_real_labels_and_hand_made_ones(up, capsys):
     from uni_sign_ext.metrics import translation_performance
 
-    pairs = _released_pairs(up) + [(f"hand-made {i}", r, h) for i, (r, h) in enumerate(HAND_MADE)]
-    assert len(pairs) >= 5 + len(HAND_MADE)
+    pairs = _released_pairs(up) + _real_label_pairs()
+    pairs += [(f"hand-made {i}", r, h) for i, (r, h) in enumerate(HAND_MADE)]
+    assert len(pairs) >= 5 + 2 + len(HAND_MADE)
     for name, refs, hyps in pairs:
         bleu, rouge = up.SLRT_metrics.translation_performance(refs, hyps)
         ours = translation_performance(refs, hyps)
