@@ -182,3 +182,45 @@ def test_patched_finetune_loads_an_upstream_checkpoint_into_the_fusion_model(ori
     _, _, unfused = build(patched, mini_world, "train")
     with pytest.raises(RuntimeError, match="Unexpected key"):
         patched.fine_tuning.upstream_hooks.load_finetune(unfused, model.state_dict(), args)
+
+
+def test_patched_with_descriptions_equals_this_fork_with_descriptions(original_and_patched, mini_world):
+    """The hooks run this fork's machinery: same aligned plan, fused features, gate and loss."""
+    import importlib
+
+    import config
+    import datasets
+    from conftest import parse_args
+    from models import Uni_Sign
+    from uni_sign_ext.feature_cache import TextFeatureProvider
+    from uni_sign_ext.fusion import withhold_descriptions
+
+    flags = ["--use_descriptions", "--desc_dir", str(mini_world / "description"), "--feature_cache_dir", ""]
+    args, theirs_data, theirs = build(original_and_patched[1], mini_world, "train", *flags)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNISIGN_ROOT", str(mini_world))
+        importlib.reload(config)
+        ours_args = parse_args("--max_length", "24", "--mt5_path", str(mini_world / "pretrained_weight" / "mt5-base"),
+                               *flags)
+        ours_data = datasets.S2T_Dataset(str(mini_world / "data" / "CSL_Daily" / "labels.train"), ours_args, "train")
+    importlib.reload(config)
+    ours = Uni_Sign(ours_args)
+    torch.manual_seed(2)
+    with torch.no_grad():  # a fresh fusion is an identity; trained-like weights make the text count
+        for param in theirs.text_fusion.parameters():
+            param.normal_(0, 0.5)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    indices = [0, 1, 3, 6]
+    src, tgt = ours_data.collate_fn(seeded_items(ours_data, indices, 9))
+    up_src, up_tgt = theirs_data.collate_fn(seeded_items(theirs_data, indices, 9))
+    plan = up_src["descriptions"]
+    assert plan["desc_texts"] == src["desc_texts"] and plan["has_description"].sum() > 0
+    for key in ("desc_left", "desc_right", "desc_weight", "has_description", "desc_video_texts"):
+        assert torch.equal(plan[key], src[key]), key
+    src["text_features"] = TextFeatureProvider(ours_args.mt5_path)(src["desc_texts"])
+    ours.eval(), theirs.eval()
+    out, up_out = ours(src, tgt), theirs(up_src, up_tgt)
+    for key in ("inputs_embeds", "gate", "has_description", "loss"):
+        assert torch.equal(out[key], up_out[key]), key
+    withheld = theirs(dict(up_src, descriptions=withhold_descriptions(plan)), up_tgt)
+    assert not torch.equal(withheld["inputs_embeds"], up_out["inputs_embeds"])  # the descriptions mattered
