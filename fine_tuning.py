@@ -219,6 +219,9 @@ def main(args):
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
 
     train_loader = None if args.eval else build_loader(args, "train")
+    if train_loader is not None and len(train_loader) == 0:
+        raise SystemExit(f"{len(train_loader.dataset)} training samples over {args.world_size} rank(s) fill no "
+                         f"batch of --batch-size {args.batch_size} (partial batches are dropped): lower --batch-size.")
     dev_loader = build_loader(args, "dev")
     test_loader = build_loader(args, "test")
     model = Uni_Sign(args)

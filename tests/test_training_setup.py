@@ -84,3 +84,20 @@ def test_train_loader_shuffles_like_upstream_and_drops_the_last_partial_batch(wo
         assert [name for src, _ in loader for name in src["name_batch"]] == expected
     dev = fine_tuning.build_loader(args, "dev")
     assert [n for src, _ in dev for n in src["name_batch"]] == dev.dataset.names  # in order, all kept
+
+
+def test_too_few_training_samples_for_one_full_batch_is_a_clear_error(mini_world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(os.environ, UNISIGN_ROOT=str(mini_world), OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    proc = subprocess.run([sys.executable, str(REPO / "fine_tuning.py"), "--batch-size", "13", "--num_workers", "0",
+                           "--dtype", "fp32", "--output_dir", str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "12 training samples over 1 rank(s) fill no batch of --batch-size 13" in proc.stderr
+    assert "Traceback" not in proc.stderr
