@@ -4,8 +4,8 @@ Upstream (pinned commit 2c9028f) is found at $UNISIGN_UPSTREAM or at ../shared/u
 when neither exists the tests that need it are skipped with that reason. Its top-level modules are called
 `config`, `utils`, `datasets`, `models` like ours, so they are imported with ours moved out of
 sys.modules and then moved aside again: upstream's modules keep their references to each other, ours are
-left exactly as they were. Its RGB path imports torchvision/decord and its optimizer timm; pose-only runs
-never call them, so minimal stand-ins are installed for the import only, when the real package is absent.
+left exactly as they were. Its RGB path imports torchvision/decord/einops and its optimizer timm; pose-only
+runs never call them, so minimal stand-ins are installed for the import only, when the real package is absent.
 """
 import importlib
 import importlib.machinery
@@ -65,7 +65,14 @@ class _Unused:
 def _stubs():
     transforms = _stub("torchvision.transforms", Compose=_Unused, ToTensor=_Unused, Normalize=_Unused)
     optim = _stub("timm.optim", create_optimizer=_Unused())
+    layers_torch = _stub("einops.layers.torch", Rearrange=_Unused)
+    layers = _stub("einops.layers", torch=layers_torch)
     return {
+        # these two come with deepspeed and sacrebleu today; stubbed only should that change
+        "einops": _stub("einops", rearrange=_Unused(), repeat=_Unused(), layers=layers),
+        "einops.layers": layers,
+        "einops.layers.torch": layers_torch,
+        "portalocker": _stub("portalocker"),
         "torchvision": _stub("torchvision", transforms=transforms, models=_stub("torchvision.models")),
         "torchvision.transforms": transforms,
         "decord": _stub("decord", VideoReader=_Unused, cpu=_Unused()),
