@@ -87,6 +87,16 @@ def test_a_partly_patched_checkout_is_refused(tmp_path):
         patches.revert(checkout)
 
 
+def test_a_folder_that_is_no_checkout_is_named(tmp_path):
+    (tmp_path / "models.py").write_text("")
+    result = cli("check", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"utils.py: not found (is {tmp_path} the root of a Uni-Sign checkout?)" in result.stderr
+    assert "models.py: hunk 1 does not apply" in result.stderr
+    result = cli("apply", tmp_path / "missing")
+    assert result.returncode == 1 and "missing: no such folder" in result.stderr
+
+
 def test_missing_gnu_patch_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(patches.shutil, "which", lambda name: None)
     with pytest.raises(patches.PatchError, match=r"GNU patch not found on PATH: install it"):

@@ -60,18 +60,27 @@ def _failures(output):
             current = line.split(" file ", 1)[1]
         elif match := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
             problems.append(f"{current}: hunk {match[1]} does not apply (upstream line {match[2]})")
-        elif "No such file" in line or "can't find file" in line:
-            problems.append(f"{current}: {line.strip()}")
     return problems
+
+
+def _target(patch_file):
+    """The file a patch changes, from its '+++ b/<file>' header."""
+    with open(patch_file, encoding="utf-8") as f:
+        return next(line[len("+++ b/"):].strip() for line in f if line.startswith("+++ b/"))
 
 
 def check(checkout):
     """The checkout's State, by dry runs only (nothing is written)."""
     checkout = Path(checkout)
+    _patch_program()  # fail first, and plainly, without GNU patch
     if not checkout.is_dir():
         raise PatchError(f"{checkout}: no such folder (give the root of an upstream Uni-Sign checkout)")
     state = State()
     for patch_file in PATCHES:
+        target = _target(patch_file)
+        if not (checkout / target).is_file():
+            state.problems.append(f"{target}: not found (is {checkout} the root of a Uni-Sign checkout?)")
+            continue
         forward = _run(checkout, patch_file, "--dry-run")
         if forward.returncode == 0:
             state.applicable.append(patch_file)
