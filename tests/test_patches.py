@@ -61,7 +61,7 @@ def test_a_drifted_checkout_is_refused_naming_the_hunk_and_nothing_changes(tmp_p
     before = snapshot(checkout)
     result = cli("apply", checkout)
     assert result.returncode == 1
-    assert "models.py: hunk 3 does not apply" in result.stderr and "apply refused" in result.stderr
+    assert "models.py: hunk 3 (upstream line 265) does not apply" in result.stderr and "apply refused" in result.stderr
     assert "Traceback" not in result.stderr
     assert snapshot(checkout) == before  # all or nothing: the other three files were not patched either
     assert cli("check", checkout).returncode == 1
@@ -92,7 +92,7 @@ def test_a_folder_that_is_no_checkout_is_named(tmp_path):
     result = cli("check", tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"utils.py: not found (is {tmp_path} the root of a Uni-Sign checkout?)" in result.stderr
-    assert "models.py: hunk 1 does not apply" in result.stderr
+    assert "models.py: hunk 1 (upstream line 12) does not apply" in result.stderr
     result = cli("apply", tmp_path / "missing")
     assert result.returncode == 1 and "missing: no such folder" in result.stderr
 

@@ -52,15 +52,11 @@ def _run(checkout, patch_file, *flags):
                            "-i", str(patch_file), *flags], capture_output=True, text=True)
 
 
-def _failures(output):
-    """'file: hunk N does not apply (at line L)' lines from GNU patch's dry-run report."""
-    problems, current = [], "?"
-    for line in output.splitlines():
-        if line.startswith("checking file ") or line.startswith("patching file "):
-            current = line.split(" file ", 1)[1]
-        elif match := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
-            problems.append(f"{current}: hunk {match[1]} does not apply (upstream line {match[2]})")
-    return problems
+def _failures(patch_file, output):
+    """'file: hunk N (upstream line L) does not apply' for each hunk GNU patch's dry run rejected."""
+    starts = [int(m[1]) for m in re.finditer(r"^@@ -(\d+)", patch_file.read_text(encoding="utf-8"), re.M)]
+    return [f"{_target(patch_file)}: hunk {n} (upstream line {starts[int(n) - 1]}) does not apply"
+            for n in re.findall(r"^Hunk #(\d+) FAILED", output, re.M)]
 
 
 def _target(patch_file):
@@ -87,7 +83,8 @@ def check(checkout):
         elif _run(checkout, patch_file, "--dry-run", "-R").returncode == 0:
             state.applied.append(patch_file)
         else:
-            state.problems += _failures(forward.stdout + forward.stderr) or [f"{patch_file.name}: does not apply"]
+            report = forward.stdout + forward.stderr
+            state.problems += _failures(patch_file, report) or [f"{patch_file.name}: does not apply ({report.strip()})"]
     return state
 
 
