@@ -234,3 +234,19 @@ def test_patched_with_descriptions_equals_this_fork_with_descriptions(original_a
         assert torch.equal(out[key], up_out[key]), key
     withheld = theirs(dict(up_src, descriptions=withhold_descriptions(plan)), up_tgt)
     assert not torch.equal(withheld["inputs_embeds"], up_out["inputs_embeds"])  # the descriptions mattered
+
+
+def test_patched_parser_has_this_forks_description_flags(original_and_patched):
+    from conftest import parse_args
+
+    parse_args()  # reloads config and utils
+    import utils
+
+    def description_actions(parser):
+        return {a.dest: (a.option_strings, a.default, a.type, a.choices, type(a)) for a in parser._actions
+                if a.container.title == "action descriptions (new in this fork)"}
+
+    original, patched = original_and_patched
+    ours = description_actions(utils.get_args_parser())
+    assert len(ours) == 8 and ours == description_actions(patched.utils.get_args_parser())
+    assert not description_actions(original.utils.get_args_parser())
