@@ -251,3 +251,27 @@ def test_train_mode_loss_and_gradients_equal_upstreams(models_pair):
         assert torch.equal(grads[name].grad, param.grad), name
         compared += 1
     assert compared > 50
+
+
+@pytest.mark.parametrize("dtype,zero,offload", [("bf16", 2, False), ("fp16", 2, True), ("bf16", 3, True)])
+def test_deepspeed_settings_that_change_numbers_equal_upstreams(up, dtype, zero, offload):
+    from uni_sign_ext.deepspeed_setup import deepspeed_config
+
+    argv = ["--dtype", dtype, "--zero_stage", str(zero), "--batch-size", "3", "--gradient-accumulation-steps", "2",
+            "--gradient-clipping", "0.5"] + (["--offload"] if offload else [])
+    args = upstream_args(argv=argv)
+    theirs = up.utils.get_train_ds_config(offload=args.offload, dtype=args.dtype, stage=args.zero_stage, args=args)
+    theirs.update(train_micro_batch_size_per_gpu=args.batch_size, gradient_clipping=args.gradient_clipping,
+                  gradient_accumulation_steps=args.gradient_accumulation_steps)  # as upstream's init_deepspeed
+    ours = deepspeed_config(parse_args(*argv))
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+        assert ours[key] == theirs[key], key
+    assert ours["zero_optimization"]["stage"] == theirs["zero_optimization"]["stage"]
+    offloaded = {"device": "cpu"} if offload else {"device": "none"}
+    assert ours["zero_optimization"].get("offload_optimizer", {"device": "none"}) == offloaded
+    if zero == 3:
+        assert ours["zero_optimization"].get("offload_param", {"device": "none"}) == offloaded
+    precision = {"bf16": theirs.get("bfloat16", {"enabled": False}), "fp16": theirs.get("fp16", {"enabled": False})}
+    for section, settings in precision.items():
+        assert {k: ours[section].get(k) for k in settings} == settings, section
+        assert ours[section]["enabled"] == (dtype == section)

@@ -15,7 +15,7 @@ def deepspeed_config(args):
         "zero_optimization": zero,
         "zero_force_ds_cpu_optimizer": False,  # we bring torch's AdamW, which runs on any device
         "bf16": {"enabled": args.dtype == "bf16"},
-        "fp16": {"enabled": args.dtype == "fp16", "initial_scale_power": 16},
+        "fp16": {"enabled": args.dtype == "fp16", "loss_scale_window": 100},  # upstream's loss scaling
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
