@@ -59,6 +59,7 @@ def plot(runs, out_path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [(keys if isinstance(keys, tuple) else (keys,), title) for keys, title in PANELS]
     panels = [(keys, title) for keys, title in panels
@@ -73,6 +74,7 @@ def plot(runs, out_path):
                     ax.plot(*zip(*points), marker="o", label=name)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
