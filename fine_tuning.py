@@ -189,7 +189,8 @@ def _evaluate(engine, loader, args, phase, provider, withhold):
         batches[sampler.global_index(step)] = (
             src_input["name_batch"], model.mt5_tokenizer.batch_decode(tokens, skip_special_tokens=True),
             tgt_input["gt_sentence"], out["loss"].item())
-    skipped, _ = problems.report(f"{phase} evaluation")
+    # The withheld pass meets the same samples: their problems were reported by the normal pass.
+    skipped = None if withhold else problems.report(f"{phase} evaluation")[0]
     batches = gather_ordered(batches)
     names, predictions, references = ([x for batch in batches for x in batch[i]] for i in range(3))
     if not names:
