@@ -22,7 +22,8 @@ from uni_sign_ext import resume, run_log
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
 from uni_sign_ext.cli import check_description_args, check_run_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config
-from uni_sign_ext.distributed_eval import ShardedBatchSampler, gather_ordered, sum_over_ranks, union_over_ranks
+from uni_sign_ext.distributed_eval import (ShardedBatchSampler, broadcast_buffers, gather_ordered, sum_over_ranks,
+                                          union_over_ranks)
 from uni_sign_ext.fusion import withhold_descriptions
 from uni_sign_ext.metrics import evaluate_translations
 
@@ -171,6 +172,7 @@ def evaluate(engine, loader, args, phase, provider, withhold=False):
 def _evaluate(engine, loader, args, phase, provider, withhold):
     engine.eval()
     model = engine.module
+    broadcast_buffers(model)
     synced = args.zero_stage == 3 and args.world_size > 1
     sampler = loader.batch_sampler
     batches, problems, gates = {}, ProblemLog(), GateStats()

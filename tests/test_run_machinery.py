@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 
 from conftest import parse_args
 from uni_sign_ext import resume, run_log
-from uni_sign_ext.distributed_eval import ShardedBatchSampler, gather_ordered, sum_over_ranks, union_over_ranks
+from uni_sign_ext.distributed_eval import (ShardedBatchSampler, broadcast_buffers, gather_ordered, sum_over_ranks,
+                                          union_over_ranks)
 
 
 def test_sharded_batches_deal_whole_one_rank_batches():
@@ -27,6 +28,11 @@ def test_sharded_batches_deal_whole_one_rank_batches():
 
 def _gather_worker(rank, port, result_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    norm = torch.nn.BatchNorm1d(3)
+    norm.running_mean.fill_(rank + 1.0)
+    half = torch.nn.BatchNorm1d(3).to(torch.bfloat16)
+    half.running_var.fill_(rank + 2.0)
+    broadcast_buffers(torch.nn.Sequential(norm, half))
     sampler = ShardedBatchSampler(10, 4, rank, 2)
     local = {sampler.global_index(step): batch for step, batch in enumerate(sampler)}
     result = {
@@ -35,6 +41,7 @@ def _gather_worker(rank, port, result_dir):
         "union": sorted(union_over_ranks({"x", "y"} if rank == 0 else {"y", "z"})),
         "summed": sum_over_ranks(torch.tensor([rank + 1.0]), sharded=True).tolist(),
         "whole": sum_over_ranks(torch.tensor([rank + 1.0]), sharded=False).tolist(),
+        "buffers": [norm.running_mean.tolist(), half.running_var.float().tolist()],
     }
     with open(os.path.join(result_dir, f"{rank}.json"), "w") as f:
         json.dump(result, f)
@@ -51,6 +58,7 @@ def test_gathering_over_two_gloo_ranks_restores_one_rank_order(tmp_path):
     assert results[0]["union"] == results[1]["union"] == ["x", "y", "z"]
     assert [r["summed"] for r in results] == [[3.0], [3.0]]
     assert [r["whole"] for r in results] == [[1.0], [2.0]]
+    assert results[1]["buffers"] == results[0]["buffers"] == [[1.0] * 3, [2.0] * 3]  # rank 0's, also bf16
 
 
 def test_gate_means_are_none_and_print_na_without_frames_of_a_kind():

@@ -114,27 +114,28 @@ def test_sharded_evaluation_equals_one_rank_and_counts_each_skip_once(tmp_path):
 
     root = build_mini_world(tmp_path / "world", samples_per_split=12, seed=0)
     planted = plant_bad_poses(root)
+    # The 1-rank run goes first and fills the feature cache with every text; later runs only read it.
     flags = RUN + ["--epochs", "1", "--feature_cache_dir", str(tmp_path / "cache")]
-    runs = {}
     for ranks in (1, 2):
         out = tmp_path / f"train_{ranks}"
-        output = deepspeed_run(ranks, REPO / "fine_tuning.py", flags + ["--output_dir", str(out)], root)
+        run = flags + ["--output_dir", str(out)]
+        output = finish(python_run(root, run)) if ranks == 1 else deepspeed_run(2, REPO / "fine_tuning.py", run, root)
         record = json.loads((out / "log.txt").read_text())
         assert record["train_skipped_pose_files"] == planted["train"]
         assert record["test_skipped_pose_files"] == planted["dev"]  # upstream's test_ keys hold the dev split
         assert skip_line(output, "epoch 0") == planted["train"]
         assert skip_line(output, "dev evaluation") == planted["dev"]
         assert skip_line(output, "test evaluation") == planted["test"]
-        runs[ranks] = out, output
 
-    one, one_output = runs[1]
-    evaluated = tmp_path / "eval_2"
-    output = deepspeed_run(2, REPO / "fine_tuning.py", flags + ["--eval", "--finetune", str(one / "checkpoint_0.pth"),
-                                                                "--output_dir", str(evaluated)], root)
+    # The 2-rank run evaluated sharded; one rank evaluating its final weights must print and write the same.
+    sharded, sharded_output = out, output
+    evaluated = tmp_path / "eval_1"
+    output = finish(python_run(root, flags + ["--eval", "--finetune", str(sharded / "checkpoint_0.pth"),
+                                              "--output_dir", str(evaluated)]))
     for name in ("dev_tmp_pres.txt", "test_tmp_pres.txt", "test_tmp_refs.txt"):
         lines = (evaluated / name).read_text().splitlines()
-        assert lines == (one / name).read_text().splitlines(), name
+        assert lines == (sharded / name).read_text().splitlines(), name
         assert len(lines) == 12 - planted[name.split("_")[0]]
-    results = [re.search(r"\[test\] (.*) \(", text).group(1) for text in (one_output, output)]
+    results = [re.search(r"\[test\] (.*) \(", text).group(1) for text in (sharded_output, output)]
     assert results[0] == results[1] and "mean gate: described 0." in results[0]
     assert skip_line(output, "test evaluation") == planted["test"]

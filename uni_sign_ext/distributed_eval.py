@@ -37,6 +37,15 @@ class ShardedBatchSampler(Sampler):
         return len(self.batches[self.rank::self.shards])
 
 
+def broadcast_buffers(module):
+    """Give every rank rank 0's buffers before evaluating: BatchNorm running statistics drift apart in
+    training (each rank updates them from its own batches; DeepSpeed never syncs them), and the
+    checkpoints hold rank 0's. Training is unaffected (it normalises with batch statistics)."""
+    if _world()[1] > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def gather_ordered(local):
     """{key: value} from every rank, merged (a key seen on several ranks is kept once), in key order."""
     world = _world()[1]
