@@ -62,7 +62,10 @@ def assert_same_run(a, b):
 def test_resume_after_kill_and_from_truncated_checkpoint(world, tmp_path):
     cache = ["--feature_cache_dir", str(tmp_path / "cache")]  # shared: every run sees the same text features
     straight = tmp_path / "straight"
-    finish(python_run(world, RUN + cache + ["--epochs", "2", "--output_dir", str(straight)]))
+    output = finish(python_run(world, RUN + cache + ["--epochs", "2", "--output_dir", str(straight)]))
+    # The withheld-descriptions ablation costs a second beam search: final test only, not every epoch.
+    assert "[test, descriptions withheld]" in output and "[dev, descriptions withheld]" not in output
+    assert not any("withheld" in key for key in json.loads((straight / "log.txt").read_text().splitlines()[0]))
 
     killed = tmp_path / "killed"
     proc = python_run(world, RUN + cache + ["--epochs", "2", "--output_dir", str(killed)])
@@ -118,7 +121,7 @@ def test_sharded_evaluation_equals_one_rank_and_counts_each_skip_once(tmp_path):
     flags = RUN + ["--epochs", "1", "--feature_cache_dir", str(tmp_path / "cache")]
     for ranks in (1, 2):
         out = tmp_path / f"train_{ranks}"
-        run = flags + ["--output_dir", str(out)]
+        run = flags + ["--output_dir", str(out)] + (["--ablation_every_epoch"] if ranks == 1 else [])
         output = finish(python_run(root, run)) if ranks == 1 else deepspeed_run(2, REPO / "fine_tuning.py", run, root)
         record = json.loads((out / "log.txt").read_text())
         assert record["train_skipped_pose_files"] == planted["train"]
@@ -126,6 +129,9 @@ def test_sharded_evaluation_equals_one_rank_and_counts_each_skip_once(tmp_path):
         assert skip_line(output, "epoch 0") == planted["train"]
         assert skip_line(output, "dev evaluation") == planted["dev"]
         assert skip_line(output, "test evaluation") == planted["test"]
+        if ranks == 1:  # --ablation_every_epoch: the dev ablation is logged; no described frame is left
+            assert record["test_withheld_gate_described"] is None and record["test_withheld_bleu4"] >= 0
+            assert "[dev, descriptions withheld]" in output and "described n/a" in output
 
     # The 2-rank run evaluated sharded; one rank evaluating its final weights must print and write the same.
     sharded, sharded_output = out, output
