@@ -5,6 +5,7 @@ the batch's unique description texts plus, per frame, which text(s) and weight a
 """
 import logging
 import os
+import random
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,11 @@ class S2T_Dataset(Dataset):
 
             self.description_loader = open_description_loader(args.desc_dir, args.dataset, phase)
 
+    def _frame_rng(self, index):
+        """Training samples long videos' frames from the global stream; evaluation from a stream seeded
+        per sample, so the frames do not depend on which rank, batch or worker loads the sample."""
+        return random if self.phase == "train" else random.Random(f"{self.args.seed}/{self.phase}/{index}")
+
     def __len__(self):
         return len(self.names)
 
@@ -89,7 +95,7 @@ class S2T_Dataset(Dataset):
         entry = self.labels[name]
         path = os.path.join(self.pose_dir, pose_file_name(entry["video_path"]))
         try:
-            parts, frames = load_pose_sample(path, self.max_length)
+            parts, frames = load_pose_sample(path, self.max_length, self._frame_rng(index))
         except PoseFileError as exc:
             return SkippedSample(name, exc.path, exc.reason)
         pose = {part: torch.from_numpy(parts[part]) for part in PARTS}

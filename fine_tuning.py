@@ -11,17 +11,18 @@ from pathlib import Path
 
 import deepspeed
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 import config
 import utils
 from datasets import S2T_Dataset
 from models import Uni_Sign
+from uni_sign_ext import resume, run_log
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
-from uni_sign_ext.cli import check_description_args
+from uni_sign_ext.cli import check_description_args, check_run_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
-from uni_sign_ext.fusion import GateStats, withhold_descriptions
+from uni_sign_ext.distributed_eval import ShardedBatchSampler, broadcast_buffers, gather_ordered, union_over_ranks
+from uni_sign_ext.fusion import GateStats, format_gate, withhold_descriptions
 from uni_sign_ext.metrics import evaluate_translations
 
 logger = logging.getLogger("fine_tuning")
@@ -37,16 +38,21 @@ def log(message, *fmt):
 
 
 def build_loader(args, phase):
+    """Training: shuffled, split over ranks. Evaluation: each rank gets its share of the batches."""
     label_paths = {"train": config.train_label_paths, "dev": config.dev_label_paths,
                    "test": config.test_label_paths}[phase]
     dataset = S2T_Dataset(label_paths[args.dataset], args, phase)
+    common = dict(num_workers=args.num_workers, collate_fn=dataset.collate_fn,
+                  pin_memory=args.pin_mem and torch.cuda.is_available())
+    if phase != "train":
+        # Under ZeRO-3 every rank must run every forward pass (the weights are gathered collectively).
+        shards = 1 if args.zero_stage == 3 else args.world_size
+        return DataLoader(dataset, batch_sampler=ShardedBatchSampler(len(dataset), args.batch_size, args.rank,
+                                                                     shards), **common)
     # As upstream: training shuffles with a DistributedSampler (its own seed, 0) on any number of
-    # ranks and keeps full batches only; dev and test run in order.
-    train = phase == "train"
-    sampler = DistributedSampler(dataset, shuffle=True) if train else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-                      collate_fn=dataset.collate_fn, pin_memory=args.pin_mem and torch.cuda.is_available(),
-                      drop_last=train)
+    # ranks and keeps full batches only.
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=DistributedSampler(dataset, shuffle=True),
+                      drop_last=True, **common)
 
 
 def text_feature_provider(args):
@@ -80,33 +86,35 @@ def prepare_batch(src_input, args, provider):
 
 
 class ProblemLog:
-    """Counts samples skipped for bad pose files and malformed description files, and reports them."""
+    """Samples skipped for bad pose files and malformed description files, each counted once however
+    many ranks (or replacement chains, or padded repeats of the sampler) met it."""
 
     def __init__(self):
-        self.skipped, self.descriptions = [], []
+        self.skipped, self.descriptions = {}, {}
 
     def add(self, src_input):
-        self.skipped.extend(src_input["skipped"])
-        self.descriptions.extend(src_input.get("desc_problems", []))
+        self.skipped.update((sample.name, sample) for sample in src_input["skipped"])
+        self.descriptions.update(src_input.get("desc_problems", []))
 
     def report(self, what):
-        totals = torch.tensor([len(self.skipped), len(self.descriptions)])
-        if dist.is_initialized():
-            dist.all_reduce(totals)
-        for sample in self.skipped[:PROBLEMS_SHOWN]:
+        """Log the totals over all ranks (and this rank's first cases); returns the two totals."""
+        skipped, descriptions = union_over_ranks(self.skipped), union_over_ranks(self.descriptions)
+        for sample in list(self.skipped.values())[:PROBLEMS_SHOWN]:
             logger.warning("skipped %s: %s (%s)", sample.name, sample.path, sample.reason)
-        for path, reason in self.descriptions[:PROBLEMS_SHOWN]:
-            logger.warning("malformed description file %s: %s (trained as 'no descriptions')", path, reason)
-        if totals.sum() > 0:
-            log("%s: %d samples skipped for unusable pose files, %d loads of malformed description "
-                "files (summed over ranks)", what, totals[0], totals[1])
+        for path, reason in list(self.descriptions.items())[:PROBLEMS_SHOWN]:
+            logger.warning("malformed description file %s: %s (used as 'no descriptions')", path, reason)
+        if skipped or descriptions:
+            log("%s: %d samples skipped for unusable pose files, %d malformed description files",
+                what, len(skipped), len(descriptions))
+        return len(skipped), len(descriptions)
 
 
 def train_one_epoch(engine, loader, epoch, args, provider):
+    """One epoch; returns upstream's training stats (mean loss and lr over steps) and the skip count."""
     engine.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
-    problems, losses, start = ProblemLog(), [], time.time()
+    problems, losses, lrs, start = ProblemLog(), [], [], time.time()
     steps = len(loader) if not args.quick_break else min(len(loader), args.quick_break)
     for step, (src_input, tgt_input) in enumerate(loader):
         problems.add(src_input)
@@ -114,22 +122,24 @@ def train_one_epoch(engine, loader, epoch, args, provider):
         engine.backward(out["loss"])
         engine.step()
         losses.append(out["loss"].item())
+        lrs.append(engine.get_lr()[0])
         if (step + 1) % PRINT_EVERY == 0 or step + 1 == steps:
             log("epoch %d [%d/%d] loss %.4f lr %.2e %.1fs", epoch, step + 1, steps,
                 sum(losses[-PRINT_EVERY:]) / len(losses[-PRINT_EVERY:]),
                 engine.get_lr()[0], time.time() - start)
         if step + 1 >= steps:
             break
-    problems.report(f"epoch {epoch}")
-    return sum(losses) / max(1, len(losses))
+    skipped, _ = problems.report(f"epoch {epoch}")
+    return {"loss": sum(losses) / max(1, len(losses)), "lr": sum(lrs) / max(1, len(lrs)),
+            "skipped_pose_files": skipped}
 
 
 @torch.no_grad()
 def evaluate(engine, loader, args, phase, provider, withhold=False):
-    """Translate a split; returns metrics (and, with descriptions, the mean gates).
+    """Translate a split, each rank its share of the batches; returns metrics (upstream's, the mean
+    loss, the skip count and, with descriptions, the mean gates), the same on every rank.
 
-    Long videos' frames are sampled at random, so evaluation runs under a fixed seed (repeatable,
-    and the same as a later --eval run) without disturbing the training streams.
+    Runs under a fixed seed without disturbing the training streams (creating a loader draws from them).
     """
     with utils.seeded(args.seed):
         return _evaluate(engine, loader, args, phase, provider, withhold)
@@ -138,9 +148,10 @@ def evaluate(engine, loader, args, phase, provider, withhold=False):
 def _evaluate(engine, loader, args, phase, provider, withhold):
     engine.eval()
     model = engine.module
+    broadcast_buffers(model)
     synced = args.zero_stage == 3 and args.world_size > 1
-    names, predictions, references = [], [], []
-    problems, gates = ProblemLog(), GateStats()
+    sampler = loader.batch_sampler
+    batches, problems, gates = {}, ProblemLog(), GateStats()
     for step, (src_input, tgt_input) in enumerate(loader):
         problems.add(src_input)
         if not src_input["name_batch"]:
@@ -153,15 +164,19 @@ def _evaluate(engine, loader, args, phase, provider, withhold):
             gates.add(out, src_input["attention_mask"])
         tokens = model.generate(out, max_new_tokens=GENERATE_MAX_NEW_TOKENS,
                                 num_beams=GENERATE_NUM_BEAMS, synced_gpus=synced)
-        predictions += model.mt5_tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        references += tgt_input["gt_sentence"]
-        names += src_input["name_batch"]
-    problems.report(f"{phase} evaluation")
+        batches[sampler.global_index(step)] = (
+            src_input["name_batch"], model.mt5_tokenizer.batch_decode(tokens, skip_special_tokens=True),
+            tgt_input["gt_sentence"], out["loss"].item())
+    # The withheld pass meets the same samples: their problems were reported by the normal pass.
+    skipped = None if withhold else problems.report(f"{phase} evaluation")[0]
+    batches = gather_ordered(batches)
+    names, predictions, references = ([x for batch in batches for x in batch[i]] for i in range(3))
     if not names:
         raise SystemExit(f"no usable {phase} samples to evaluate (see the skips reported above)")
     metrics = evaluate_translations(args.dataset, references, predictions)
+    metrics.update(loss=sum(batch[3] for batch in batches) / len(batches), skipped_pose_files=skipped)
     if provider is not None:
-        metrics.update(gates.means())
+        metrics.update(gates.means(sharded=sampler.shards > 1))
     if utils.is_main_process() and args.output_dir and not withhold:
         write_predictions(Path(args.output_dir), phase, names, predictions, references)
     return metrics
@@ -179,18 +194,24 @@ def format_metrics(metrics):
     text = " ".join(f"BLEU-{n} {metrics[f'bleu{n}']:.2f}" for n in range(1, 5))
     text += f" ROUGE-L {metrics['rouge']:.2f}"
     if "gate_described" in metrics:
-        text += (f" | mean gate: described {metrics['gate_described']:.4f}, "
-                 f"undescribed {metrics['gate_undescribed']:.4f}")
+        text += (f" | mean gate: described {format_gate(metrics['gate_described'])}, "
+                 f"undescribed {format_gate(metrics['gate_undescribed'])}")
     return text
 
 
-def evaluate_and_report(engine, loader, args, phase, provider):
+def evaluate_and_report(engine, loader, args, phase, provider, ablation):
+    """Metrics of a split; with descriptions and `ablation`, also those with descriptions withheld
+    (keys prefixed `withheld_`): beam search runs twice, so epochs skip it unless asked."""
+    start = time.time()
     metrics = evaluate(engine, loader, args, phase, provider)
-    log("[%s] %s", phase, format_metrics(metrics))
+    metrics["seconds"] = time.time() - start
+    log("[%s] %s (%.1fs)", phase, format_metrics(metrics), metrics["seconds"])
     if provider is not None:
-        withheld = evaluate(engine, loader, args, phase, provider, withhold=True)
-        log("[%s, descriptions withheld] %s", phase, format_metrics(withheld))
-        metrics["withheld"] = withheld
+        if ablation:
+            withheld = evaluate(engine, loader, args, phase, provider, withhold=True)
+            log("[%s, descriptions withheld] %s", phase, format_metrics(withheld))
+            metrics.update((f"withheld_{k}", v) for k, v in withheld.items()
+                           if k not in ("seconds", "skipped_pose_files"))
         if utils.is_main_process():
             provider.save()  # new texts' features are kept for the next epoch and the next run
     return metrics
@@ -210,6 +231,7 @@ def save_checkpoint(engine, args, path):
 def main(args):
     utils.check_supported(args)
     check_description_args(args)
+    check_run_args(args)
     if args.sched != "cosine":
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -243,22 +265,44 @@ def main(args):
 
     if args.eval:
         if args.dataset != "How2Sign":
-            evaluate_and_report(engine, dev_loader, args, "dev", provider)
-        evaluate_and_report(engine, test_loader, args, "test", provider)
+            evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=True)
+        evaluate_and_report(engine, test_loader, args, "test", provider, ablation=True)
         return
 
-    best_bleu = -1.0
-    for epoch in range(args.epochs):
-        loss = train_one_epoch(engine, train_loader, epoch, args, provider)
-        log("epoch %d: mean training loss %.4f", epoch, loss)
+    start_epoch, best_bleu = resume_point(engine, args)
+    for epoch in range(start_epoch, args.epochs):
+        started = time.time()
+        train = train_one_epoch(engine, train_loader, epoch, args, provider)
+        log("epoch %d: mean training loss %.4f", epoch, train["loss"])
         if args.output_dir:
             save_checkpoint(engine, args, Path(args.output_dir) / f"checkpoint_{epoch}.pth")
-        metrics = evaluate_and_report(engine, dev_loader, args, "dev", provider)
-        if metrics["bleu4"] > best_bleu:
-            best_bleu = metrics["bleu4"]
+        dev = evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=args.ablation_every_epoch)
+        if dev["bleu4"] > best_bleu:
+            best_bleu = dev["bleu4"]
             if args.output_dir:
                 save_checkpoint(engine, args, Path(args.output_dir) / "best_checkpoint.pth")
-    evaluate_and_report(engine, test_loader, args, "test", provider)
+        if args.output_dir:
+            if utils.is_main_process():
+                dev_seconds = dev.pop("seconds")
+                run_log.append(args.output_dir, run_log.epoch_record(
+                    epoch, train, dev, n_trainable, dev_seconds=dev_seconds, seconds=time.time() - started))
+                run_log.plot_run(args.output_dir)
+            resume.save(engine, args.output_dir, epoch, best_bleu)
+    evaluate_and_report(engine, test_loader, args, "test", provider, ablation=True)
+
+
+def resume_point(engine, args):
+    """(first epoch to train, best dev BLEU-4 so far): where --resume picks the run up, else (0, -1)."""
+    if not args.resume:
+        return 0, -1.0
+    resumed = resume.load(engine, args.output_dir)
+    if resumed is None:
+        log("--resume: %s holds no checkpoint yet; starting from epoch 0", args.output_dir)
+        return 0, -1.0
+    log("--resume: continuing %s at epoch %d (best dev BLEU-4 so far %.2f)", args.output_dir, *resumed)
+    if utils.is_main_process():
+        run_log.keep_epochs_before(args.output_dir, resumed[0])
+    return resumed
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def test_problem_log_reports_counts(capsys, caplog):
     log = ProblemLog()
     log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames")], "desc_problems": [("/d/b.json", "not JSON")]})
     log.add({"skipped": [SkippedSample("c", "/x/c.pkl", "unreadable pickle")]})
-    log.report("epoch 3")
-    assert "epoch 3: 2 samples skipped for unusable pose files, 1 loads of malformed description files" \
+    log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames")], "desc_problems": [("/d/b.json", "not JSON")]})
+    assert log.report("epoch 3") == (2, 1)  # met twice (another rank, a replacement chain): counted once
+    assert "epoch 3: 2 samples skipped for unusable pose files, 1 malformed description files" \
         in capsys.readouterr().out
     assert "/x/a.pkl" in caplog.text and "/d/b.json" in caplog.text

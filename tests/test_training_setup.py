@@ -73,6 +73,7 @@ def test_train_loader_shuffles_like_upstream_and_drops_the_last_partial_batch(wo
     import fine_tuning
 
     args = parse_args("--dataset", "CSL_Daily", "--batch-size", "5", "--num_workers", "0", "--seed", "3")
+    args.rank, args.world_size = 0, 1  # as utils.init_distributed_mode leaves them on one rank
     loader = fine_tuning.build_loader(args, "train")
     dataset = loader.dataset
     assert len(dataset) == 12 and len(loader) == 2  # 12 samples, batches of 5: the last 2 are dropped

@@ -27,6 +27,27 @@ def add_description_args(parser, description_root, feature_cache_dir):
     return group
 
 
+def add_run_args(parser):
+    """Flags about the run itself (new in this fork)."""
+    group = parser.add_argument_group("runs (new in this fork)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --output_dir from its last finished epoch")
+    group.add_argument("--ablation_every_epoch", action="store_true",
+                       help="also evaluate with descriptions withheld after every epoch (by default only "
+                            "with --eval and on the final test: it doubles the cost of beam search)")
+    return group
+
+
+def check_run_args(args):
+    if args.resume and not args.output_dir:
+        raise SystemExit("--resume needs --output_dir: the folder of the run to continue.")
+    if args.resume and args.eval:
+        raise SystemExit("--resume continues training; --eval does not train. Drop one of the two flags.")
+    if args.ablation_every_epoch and not args.use_descriptions:
+        raise SystemExit("--ablation_every_epoch withholds descriptions, but --use_descriptions is off: "
+                         "add --use_descriptions, or drop --ablation_every_epoch.")
+
+
 def check_description_args(args):
     """Reject flag combinations that cannot work, with the fix in the message."""
     if not args.use_descriptions:

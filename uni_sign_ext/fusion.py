@@ -121,8 +121,13 @@ def withhold_descriptions(src_input):
     return withheld
 
 
+def format_gate(mean):
+    """A gate mean for the console: n/a where no frame of that kind was seen."""
+    return "n/a" if mean is None else f"{mean:.4f}"
+
+
 class GateStats:
-    """Mean gate on described vs undescribed real frames."""
+    """Mean gate on described vs undescribed real frames (None for a kind no frame was of)."""
 
     def __init__(self):
         self.sums = torch.zeros(2, dtype=torch.float64)
@@ -136,6 +141,10 @@ class GateStats:
             self.sums[i] += gate[selected].sum()
             self.counts[i] += selected.sum()
 
-    def means(self):
-        described, undescribed = (self.sums / self.counts.clamp(min=1)).tolist()
-        return {"gate_described": described, "gate_undescribed": undescribed}
+    def means(self, sharded=False):
+        """sharded: each rank saw a disjoint share of the samples, so the sums are added over ranks."""
+        from uni_sign_ext.distributed_eval import sum_over_ranks
+
+        sums, counts = sum_over_ranks(self.sums, sharded), sum_over_ranks(self.counts, sharded)
+        means = [s / c if c > 0 else None for s, c in zip(sums.tolist(), counts.tolist())]
+        return {"gate_described": means[0], "gate_undescribed": means[1]}

@@ -114,7 +114,7 @@ def description_reports(evaluate):
         fusion = getattr(model_without_ddp, "text_fusion", None)
         if fusion is None:
             return evaluate(args, data_loader, model, model_without_ddp, phase)
-        from uni_sign_ext.fusion import GateStats, withhold_descriptions
+        from uni_sign_ext.fusion import GateStats, format_gate, withhold_descriptions
 
         handle = fusion.register_forward_pre_hook(lambda m, inputs: (inputs[0], withhold_descriptions(inputs[1])))
         try:
@@ -131,8 +131,8 @@ def description_reports(evaluate):
         model_without_ddp.text_features.save()  # new texts' features are kept for the next run
         stats.update(gates.means())
         stats.update({f"withheld_{key}": value for key, value in withheld.items()})
-        print(f"[{phase}] mean gate: described {stats['gate_described']:.4f}, "
-              f"undescribed {stats['gate_undescribed']:.4f}; with descriptions withheld: "
+        print(f"[{phase}] mean gate: described {format_gate(stats['gate_described'])}, "
+              f"undescribed {format_gate(stats['gate_undescribed'])}; with descriptions withheld: "
               + ", ".join(f"{key} {value:.2f}" for key, value in withheld.items() if key != "loss"))
         return stats
 
