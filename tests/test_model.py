@@ -9,7 +9,7 @@ from transformers import MT5ForConditionalGeneration
 from conftest import parse_args
 from models import Uni_Sign, prompt_for
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "unisign_pose_state_dict.json"
+SPEC = Path(__file__).resolve().parent / "data" / "unisign_pose_state_dict.json"
 NODES = {"body": 9, "left": 21, "right": 21, "face_all": 18}
 
 
