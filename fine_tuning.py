@@ -6,7 +6,6 @@
 """
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -253,9 +252,9 @@ def main(args):
     provider = text_feature_provider(args) if args.use_descriptions else None
     match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps) if train_loader else 1
+    schedule = cosine_schedule(optimizer, args, len(train_loader) if train_loader else 1)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(args),
-                                           lr_scheduler=cosine_schedule(optimizer, args, steps_per_epoch))
+                                           lr_scheduler=schedule)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log("model: %.2fM trainable parameters; ZeRO-%d, %s, %d rank(s)", n_trainable / 1e6,
         args.zero_stage, args.dtype, args.world_size)

@@ -1,7 +1,6 @@
 """DeepSpeed config, optimizer and learning-rate schedule from upstream's flags."""
-import math
-
 import torch
+from transformers import get_scheduler
 
 
 def deepspeed_config(args):
@@ -37,16 +36,12 @@ def build_optimizer(model, args):
                              lr=args.lr, eps=args.opt_eps, betas=betas)
 
 
-def cosine_schedule(optimizer, args, steps_per_epoch):
-    """Linear warm-up for --warmup-epochs, then cosine from --lr down to --min-lr, per optimizer step."""
-    total = max(1, args.epochs * steps_per_epoch)
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-    floor = args.min_lr / args.lr if args.lr > 0 else 0.0
+def cosine_schedule(optimizer, args, batches_per_epoch):
+    """Upstream's schedule: transformers' "cosine" (linear warm-up from 0, cosine to 0; --min-lr unused),
 
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    with upstream's step counts, int(epochs · batches per epoch / gradient-accumulation steps) and the same
+    for --warmup-epochs; DeepSpeed steps it once per optimizer step.
+    """
+    per_epoch = batches_per_epoch / args.gradient_accumulation_steps
+    return get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=int(args.warmup_epochs * per_epoch),
+                         num_training_steps=int(args.epochs * per_epoch))
