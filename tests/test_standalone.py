@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Built from pieces, so that this file does not match itself.
 OUTSIDE = ["../" + "shared", "/work/" + "shared", "UNISIGN_" + "SHARED", "shared" + "/spec", "shared" + "/seeds",
            "shared" + "/data", "shared" + "/DESIGN", "shared" + "/upstream"]
-# Tests that run upstream's own code find it at $UNISIGN_UPSTREAM or ../shared/upstream.
+# The one file allowed to look beside the repo: the harness that runs upstream's own code next to ours.
 ALLOWED = {"tests/upstream.py"}
 
 
