@@ -177,7 +177,7 @@ FUSION_CASES = {
 
 
 @pytest.mark.parametrize("case", list(FUSION_CASES))
-def test_fusion_checkpoint_rules(case, tmp_path):
+def test_fusion_checkpoint_rules(case, tmp_path, caplog):
     make_state, error = FUSION_CASES[case]
     state = make_state()
     torch.save({"model": state}, tmp_path / "f.pth")
@@ -188,6 +188,15 @@ def test_fusion_checkpoint_rules(case, tmp_path):
         with pytest.raises(CheckpointError, match=error):
             load_fusion_checkpoint(model, str(tmp_path / "f.pth"))
         return
+    caplog.set_level("INFO")
     load_fusion_checkpoint(model, str(tmp_path / "f.pth"))
+    assert f"loaded 2 description-fusion tensors from {tmp_path / 'f.pth'}" in caplog.text
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key] if key.startswith("text_fusion.") else before[key]), key
+
+
+def test_errors_list_at_most_20_keys(tmp_path):
+    state = edited(toy_state(False), add={f"extra{i:02d}": torch.zeros(1) for i in range(25)})
+    torch.save({"model": state}, tmp_path / "c.pth")
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(25\): extra00, .*, extra19 … and 5 more$"):
+        load_model_checkpoint(Toy(False), str(tmp_path / "c.pth"))
