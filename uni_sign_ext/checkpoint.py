@@ -77,4 +77,3 @@ def load_fusion_checkpoint(model, path):
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     logger.info("loaded %d description-fusion tensors from %s", len(state), path)
-
