@@ -154,6 +154,8 @@ def corrupt_contents():
     yield "row mismatch", dict(good, texts=["a", "b", "c"])
     yield "wrong width", dict(good, d_model=8)
     yield "repeated text", dict(good, texts=["a", "a"])
+    yield "a text that is not a string", dict(good, texts=["a", 3])
+    yield "texts not a list", dict(good, texts="ab")
     yield "not a tensor", dict(good, features=[[0.0] * 4] * 2)
     yield "other format", dict(good, format=2)
     yield "not a dict", ["a", "b"]
