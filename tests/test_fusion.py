@@ -129,3 +129,13 @@ def test_cross_attention_ignores_another_videos_padded_keys():
         single, _, _ = fusion(pose[:1], alone)
     torch.testing.assert_close(together[0], single[0], rtol=1e-5, atol=1e-6)
     assert (together[0] - pose[0]).abs().max() > 1e-3  # the text does reach the frames
+
+
+def test_gate_mlp_first_layer_is_xavier_uniform():
+    # Xavier's bound sqrt(6 / (fan_in + fan_out)) is well below nn.Linear's default 1/sqrt(fan_in) here.
+    torch.manual_seed(0)
+    weight = GatingFusion(D, D).gate_mlp[0].weight
+    fan_out, fan_in = weight.shape
+    bound = (6 / (fan_in + fan_out)) ** 0.5
+    assert bound < 0.7 / fan_in ** 0.5
+    assert 0.95 * bound < weight.abs().max().item() <= bound
