@@ -1,6 +1,6 @@
 """Uni-Sign's pose-only translator: four-part ST-GCN → pose_proj → mT5, plus optional description fusion.
 
-Module names and shapes follow upstream exactly (shared/spec/unisign_pose_state_dict.json), so
+Module names and shapes follow upstream exactly (tests/data/unisign_pose_state_dict.json), so
 released checkpoints load with strict=True. Fusion weights, when enabled, live under `text_fusion.`.
 """
 import torch

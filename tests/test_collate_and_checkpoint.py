@@ -92,3 +92,111 @@ def test_fusion_checkpoint_round_trip_and_needs_the_flag(tiny_mt5, tmp_path):
     cross = Uni_Sign(parse_args("--mt5_path", tiny_mt5, "--use_descriptions", "--text_fusion_type", "cross_attn"))
     with pytest.raises(CheckpointError, match="text_fusion_type"):
         load_fusion_checkpoint(cross, str(tmp_path / "fusion.pth"))
+
+
+class Toy(torch.nn.Module):
+    """Two plain keys and, with fusion, two `text_fusion.` keys: every loading rule on a tiny model."""
+
+    def __init__(self, fusion):
+        super().__init__()
+        self.pose = torch.nn.Linear(2, 3)
+        if fusion:
+            self.text_fusion = torch.nn.Linear(3, 1)
+
+
+def toy_state(fusion, seed=11):
+    torch.manual_seed(seed)
+    return Toy(fusion).state_dict()
+
+
+def edited(state, drop=(), add=None, reshape=()):
+    state = {k: v for k, v in state.items() if k not in drop}
+    state.update(add or {})
+    for key in reshape:
+        state[key] = torch.zeros(7)
+    return state
+
+
+# (model has fusion, checkpoint, error or None). Only fusion keys may be missing, and only from a fusion model.
+CASES = {
+    "exact plain": (False, lambda: toy_state(False), None),
+    "exact fusion": (True, lambda: toy_state(True), None),
+    "fusion keys missing": (True, lambda: toy_state(False), None),
+    "one fusion key missing": (True, lambda: edited(toy_state(True), drop=["text_fusion.bias"]), None),
+    "plain key missing": (False, lambda: edited(toy_state(False), drop=["pose.bias"]),
+                          r"missing keys \(1\): pose.bias$"),
+    "plain key missing, fusion model": (True, lambda: edited(toy_state(True), drop=["pose.bias"]),
+                                        r"missing keys \(1\): pose.bias$"),
+    "plain and fusion keys missing": (True, lambda: edited(toy_state(False), drop=["pose.weight"]),
+                                      r"missing keys \(1\): pose.weight$"),
+    "unexpected plain key": (False, lambda: edited(toy_state(False), add={"extra": torch.zeros(1)}),
+                             r"unexpected keys \(1\): extra$"),
+    "unexpected plain key, fusion model": (True, lambda: edited(toy_state(True), add={"extra": torch.zeros(1)}),
+                                           r"unexpected keys \(1\): extra$"),
+    "unexpected fusion key, fusion model": (True, lambda: edited(toy_state(True),
+                                                                 add={"text_fusion.gate": torch.zeros(1)}),
+                                            r"unexpected keys \(1\): text_fusion.gate$"),
+    "fusion weights into a plain model": (False, lambda: toy_state(True), "load it with --use_descriptions"),
+    "missing and unexpected": (False, lambda: edited(toy_state(False), drop=["pose.bias"], add={"x": torch.zeros(1)}),
+                               r"missing keys \(1\): pose.bias; unexpected keys \(1\): x$"),
+    "plain shape mismatch": (False, lambda: edited(toy_state(False), reshape=["pose.bias"]),
+                             r"size mismatch for pose.bias"),
+    "fusion shape mismatch": (True, lambda: edited(toy_state(True), reshape=["text_fusion.bias"]),
+                              r"size mismatch for text_fusion.bias"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_model_checkpoint_rules(case, tmp_path):
+    fusion, make_state, error = CASES[case]
+    state = make_state()
+    torch.save({"model": state}, tmp_path / "c.pth")
+    torch.manual_seed(99)
+    model = Toy(fusion)
+    if error:
+        with pytest.raises(CheckpointError, match=error):
+            load_model_checkpoint(model, str(tmp_path / "c.pth"))
+        return
+    missing = load_model_checkpoint(model, str(tmp_path / "c.pth"))
+    assert sorted(missing) == sorted(set(model.state_dict()) - set(state))
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+FUSION_CASES = {
+    "fusion only": (lambda: edited(toy_state(True), drop=["pose.weight", "pose.bias"]), None),
+    "full checkpoint, plain keys ignored": (lambda: edited(toy_state(True), reshape=["pose.bias"]), None),
+    "fusion key missing": (lambda: edited(toy_state(True), drop=["text_fusion.bias"]),
+                           "missing text_fusion.bias; unexpected none"),
+    "fusion key unexpected": (lambda: edited(toy_state(True), add={"text_fusion.gate": torch.zeros(1)}),
+                              "missing none; unexpected text_fusion.gate"),
+    "no fusion keys": (lambda: toy_state(False), "missing text_fusion.bias, text_fusion.weight; unexpected none"),
+    "fusion shape mismatch": (lambda: edited(toy_state(True), reshape=["text_fusion.bias"]),
+                              "size mismatch for text_fusion.bias"),
+}
+
+
+@pytest.mark.parametrize("case", list(FUSION_CASES))
+def test_fusion_checkpoint_rules(case, tmp_path, caplog):
+    make_state, error = FUSION_CASES[case]
+    state = make_state()
+    torch.save({"model": state}, tmp_path / "f.pth")
+    torch.manual_seed(99)
+    model = Toy(True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    if error:
+        with pytest.raises(CheckpointError, match=error):
+            load_fusion_checkpoint(model, str(tmp_path / "f.pth"))
+        return
+    caplog.set_level("INFO")
+    load_fusion_checkpoint(model, str(tmp_path / "f.pth"))
+    assert f"loaded 2 description-fusion tensors from {tmp_path / 'f.pth'}" in caplog.text
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key] if key.startswith("text_fusion.") else before[key]), key
+
+
+def test_errors_list_at_most_20_keys(tmp_path):
+    state = edited(toy_state(False), add={f"extra{i:02d}": torch.zeros(1) for i in range(25)})
+    torch.save({"model": state}, tmp_path / "c.pth")
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(25\): extra00, .*, extra19 … and 5 more$"):
+        load_model_checkpoint(Toy(False), str(tmp_path / "c.pth"))

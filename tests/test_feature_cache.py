@@ -53,6 +53,20 @@ def test_fingerprint_covers_config_and_weights(mt5_dir, tmp_path):
     assert encoder_fingerprint(folder) not in (first, second)
 
 
+@pytest.mark.parametrize("name", ["spiece.model", "tokenizer_config.json", "special_tokens_map.json"])
+def test_fingerprint_covers_the_tokenizer(mt5_dir, name):
+    folder = Path(mt5_dir)
+    before = encoder_fingerprint(folder)
+    (folder / "README.md").write_text("not part of the encoder")
+    assert encoder_fingerprint(folder) == before
+    path = folder / name
+    if path.exists():
+        flip_last_byte(path)
+    else:
+        path.write_text("{}")
+    assert encoder_fingerprint(folder) != before
+
+
 def test_fingerprint_of_sharded_weights(tmp_path):
     folder = tmp_path / "sharded"
     folder.mkdir()
@@ -140,6 +154,8 @@ def corrupt_contents():
     yield "row mismatch", dict(good, texts=["a", "b", "c"])
     yield "wrong width", dict(good, d_model=8)
     yield "repeated text", dict(good, texts=["a", "a"])
+    yield "a text that is not a string", dict(good, texts=["a", 3])
+    yield "texts not a list", dict(good, texts="ab")
     yield "not a tensor", dict(good, features=[[0.0] * 4] * 2)
     yield "other format", dict(good, format=2)
     yield "not a dict", ["a", "b"]

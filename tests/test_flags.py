@@ -1,5 +1,4 @@
 """Every upstream flag, every DESIGN.md flag, and the user's own launch commands parse."""
-import re
 import shlex
 from pathlib import Path
 
@@ -9,18 +8,17 @@ from conftest import parse_args
 from uni_sign_ext.cli import check_description_args
 from utils import check_supported
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+LAUNCH_COMMANDS = Path(__file__).resolve().parent / "data" / "launch_commands.txt"
 
 
-def launch_commands(path):
-    """The fine_tuning.py command lines inside a document's code blocks, continuations joined."""
-    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
-            if "fine_tuning.py" in line and "..." not in line:  # skip placeholders like `fine_tuning.py ...`
-                argv = shlex.split(line.split("#")[0])
-                commands.append(argv[argv.index("fine_tuning.py") + 1:])
+def launch_commands():
+    """{document: [argv after fine_tuning.py, ...]} from tests/data/launch_commands.txt."""
+    commands = {}
+    for line in LAUNCH_COMMANDS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            document = commands.setdefault(line[3:], [])
+        elif line and not line.startswith("#"):
+            document.append(shlex.split(line))
     return commands
 
 
@@ -53,10 +51,10 @@ def test_design_flags_and_defaults():
         parse_args("--text_fusion_type", "concat")
 
 
-@pytest.mark.parametrize("seed", ["001_5c299e5f99877fbc.txt", "003_da28949465e9fe1d.txt"])
-def test_the_users_launch_commands_parse(seed):
-    commands = launch_commands(SEEDS / seed)
-    assert len(commands) >= 2
+@pytest.mark.parametrize("document", ["Stage 3 plan", "Stage 3 training guide"])
+def test_the_users_launch_commands_parse(document):
+    commands = launch_commands()[document]
+    assert len(commands) >= 3
     for argv in commands:
         args = parse_args(*argv)
         assert args.dataset == "CSL_Daily"

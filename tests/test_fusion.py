@@ -109,3 +109,33 @@ def test_step_zero_identity_loss_and_generation(models):
         assert torch.equal(out_plain["loss"], out_fused["loss"])
         assert torch.equal(plain.generate(out_plain), fused.generate(out_fused))
     assert "gate" in out_fused and "gate" not in out_plain
+
+
+def test_cross_attention_ignores_another_videos_padded_keys():
+    # Video 0 has one text, video 1 has three: video 0's row of desc_video_texts is padded with −1.
+    # Its output must equal the output of the same video alone in a batch, where nothing is padded.
+    torch.manual_seed(4)
+    fusion = DescriptionFusion(D, D, "cross_attn").eval()
+    with torch.no_grad():
+        fusion.gating.text_proj.weight.copy_(torch.eye(D))
+    pose = torch.randn(2, 5, D)
+    features = torch.randn(4, D)
+    pair = {"text_features": features, "has_description": torch.zeros(2, 5),
+            "desc_video_texts": torch.tensor([[0, -1, -1], [1, 2, 3]])}
+    alone = {"text_features": features[:1], "has_description": torch.zeros(1, 5),
+             "desc_video_texts": torch.tensor([[0]])}
+    with torch.no_grad():
+        together, _, _ = fusion(pose, pair)
+        single, _, _ = fusion(pose[:1], alone)
+    torch.testing.assert_close(together[0], single[0], rtol=1e-5, atol=1e-6)
+    assert (together[0] - pose[0]).abs().max() > 1e-3  # the text does reach the frames
+
+
+def test_gate_mlp_first_layer_is_xavier_uniform():
+    # Xavier's bound sqrt(6 / (fan_in + fan_out)) is well below nn.Linear's default 1/sqrt(fan_in) here.
+    torch.manual_seed(0)
+    weight = GatingFusion(D, D).gate_mlp[0].weight
+    fan_out, fan_in = weight.shape
+    bound = (6 / (fan_in + fan_out)) ** 0.5
+    assert bound < 0.7 / fan_in ** 0.5
+    assert 0.95 * bound < weight.abs().max().item() <= bound

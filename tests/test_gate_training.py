@@ -1,4 +1,6 @@
 """Training opens the gate on the mini-world's descriptions, which describe the synthetic motion."""
+import random
+
 import torch
 
 import config
@@ -17,6 +19,7 @@ def described_gate(out):
 
 def test_fusion_training_opens_the_gate_and_uses_the_text(world_root):
     torch.manual_seed(0)
+    random.seed(0)  # clips longer than --max_length are sampled with `random`
     args = parse_args("--use_descriptions", "--max_length", "24", "--text_dropout_p", "0")
     dataset = S2T_Dataset(config.train_label_paths["CSL_Daily"], args, "train")
     loader = torch.utils.data.DataLoader(dataset, batch_size=6, shuffle=False, collate_fn=dataset.collate_fn)
@@ -44,7 +47,7 @@ def test_fusion_training_opens_the_gate_and_uses_the_text(world_root):
         after = [model(src, tgt) for src, tgt in batches]
         withheld = [model(withhold_descriptions(src), tgt)["loss"] for src, tgt in batches]
     gate_after = sum(described_gate(out) for out in after) / len(after)
-    assert gate_after > initial + 0.05, gate_after
+    assert gate_after > initial + 0.05, gate_after  # seeded: 0.1192 → 0.2442, a margin of 0.075
     loss_after = sum(out["loss"] for out in after) / len(after)
     assert loss_after < sum(out["loss"] for out in before) / len(before)
     assert loss_after < sum(withheld) / len(withheld)  # the text, not just the bias, lowers the loss

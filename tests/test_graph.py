@@ -40,3 +40,23 @@ def test_hand_graph_wrist_has_five_fingers():
     A = part_adjacency("left")
     assert sorted(np.flatnonzero(A[1][:, 0])) == [1, 5, 9, 13, 17]
     np.testing.assert_allclose(A[0][0, 0], 1 / 6)
+
+
+def test_graph_conv_and_block_end_in_relu():
+    import torch
+
+    from uni_sign_ext.stgcn import GraphConv, STGCNBlock
+
+    torch.manual_seed(0)
+    A = torch.as_tensor(part_adjacency("body"), dtype=torch.float32)
+    x = torch.randn(2, 3, 4, 9)
+    conv = GraphConv(3, 8, A).eval()
+    with torch.no_grad():
+        mixed = torch.einsum("nkctv,kvw->nctw", conv.conv(x).view(2, 2, 8, 4, 9), conv.A)
+        expected = torch.relu(conv.bn(mixed))
+        torch.testing.assert_close(conv(x), expected)
+        assert (conv.bn(mixed) < 0).any()  # so the ReLU has something to cut
+        block = STGCNBlock(3, 8, A, temporal_kernel=5).eval()
+        pre = block.tcn(block.gcn(x)) + block.residual(x)
+        torch.testing.assert_close(block(x), torch.relu(pre))
+        assert (pre < 0).any()

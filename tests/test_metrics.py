@@ -82,3 +82,23 @@ def test_evaluate_translations_prepares_csl_daily_only():
     assert other["bleu4"] < 100
     same = "how are you today"
     assert evaluate_translations("How2Sign", [same], [same])["bleu4"] == pytest.approx(100)
+
+
+def test_tokenizer_is_13a_not_none():
+    # 13a splits punctuation off words, so these two are the same sentence; without it they share no token.
+    refs, hyps = ["hello, world!"], ["hello , world !"]
+    scores = translation_performance(refs, hyps)
+    assert scores["bleu1"] == pytest.approx(100) and scores["bleu4"] == pytest.approx(100)
+    untokenized = sacrebleu.BLEU(max_ngram_order=1, tokenize="none").corpus_score(hyps, [refs]).score
+    assert untokenized < 1
+
+
+def test_smoothing_is_exp_not_floor():
+    # 5 tokens each, no brevity penalty. Matches: 1-grams 4/5, 2-grams 2/4 (a b, b c), 3-grams 1/3, 4-grams 0/2.
+    # 'exp' smoothing replaces the first zero precision by 1 / (2 · total) = 1/4; 'floor' would use 0.1/2.
+    refs, hyps = ["a b c x e"], ["a b c d e"]
+    bleu4 = translation_performance(refs, hyps)["bleu4"]
+    assert bleu4 == pytest.approx(100 * (4 / 5 * 2 / 4 * 1 / 3 * 1 / 4) ** (1 / 4))
+    floor = sacrebleu.BLEU(smooth_method="floor", smooth_value=0.1).corpus_score(hyps, [refs]).score
+    assert floor == pytest.approx(100 * (4 / 5 * 2 / 4 * 1 / 3 * 0.05) ** (1 / 4))
+    assert abs(bleu4 - floor) > 5

@@ -9,7 +9,7 @@ from transformers import MT5ForConditionalGeneration
 from conftest import parse_args
 from models import Uni_Sign, prompt_for
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "unisign_pose_state_dict.json"
+SPEC = Path(__file__).resolve().parent / "data" / "unisign_pose_state_dict.json"
 NODES = {"body": 9, "left": 21, "right": 21, "face_all": 18}
 
 
@@ -126,7 +126,7 @@ def test_targets_truncated_at_50_tokens(model):
 
 
 def test_generation_is_beam_search_from_pose_embeddings(model):
-    src, tgt = random_batch()
+    src, tgt = random_batch(seed=1)  # a batch where 4 beams and greedy search disagree
     with torch.no_grad():
         out = model(src, tgt)
         tokens = model.generate(out)
@@ -136,6 +136,34 @@ def test_generation_is_beam_search_from_pose_embeddings(model):
         greedy = model.mt5_model.generate(inputs_embeds=out["inputs_embeds"],
                                           attention_mask=out["attention_mask"], max_new_tokens=100)
     assert torch.equal(tokens, expected)
-    assert tokens.shape[0] == 2 and tokens.shape[1] <= 101
+    assert tokens.shape == (2, 101)  # this untrained model never ends a sentence: all 100 new tokens
     assert tokens[:, 0].eq(model.mt5_model.config.decoder_start_token_id).all()
     assert greedy.shape[1] <= 101
+    width = max(tokens.shape[1], greedy.shape[1])
+    pad = model.mt5_model.config.pad_token_id
+    padded = [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in (tokens, greedy)]
+    assert not torch.equal(*padded)
+
+
+def test_generation_settings_of_evaluation():
+    import fine_tuning
+
+    assert (fine_tuning.GENERATE_NUM_BEAMS, fine_tuning.GENERATE_MAX_NEW_TOKENS) == (4, 100)
+
+
+@pytest.mark.parametrize("part,offset,anchor", [("left", 256, 7), ("right", 512, 8), ("face_all", 768, 0)])
+def test_parts_add_their_body_anchor_node(model, part, offset, anchor):
+    # Upstream adds the body graph's feature at node -2 (left wrist side), -1 (right) and 0 (face).
+    src, _ = random_batch()
+    with torch.no_grad():
+        x = pose_proj_input(model, src)
+        body = model.gcn_modules["body"](model.proj_linear["body"](src["body"]).permute(0, 3, 1, 2))
+        own = model.gcn_modules[part](model.proj_linear[part](src[part]).permute(0, 3, 1, 2))
+
+        def feature(node):
+            fused = model.fusion_gcn_modules[part](own + body[..., node].unsqueeze(-1))
+            return fused.mean(-1).transpose(1, 2)
+
+        torch.testing.assert_close(x[..., offset:offset + 256], feature(anchor), rtol=1e-5, atol=1e-5)
+        for other in {0, 7, 8} - {anchor}:
+            assert (feature(other) - feature(anchor)).abs().max() > 1e-3

@@ -36,6 +36,15 @@ def test_body_normalisation_by_hand():
     assert parts["body"][0, 0].tolist() == [-1.0, -0.5, 1.0]
 
 
+def test_body_box_is_centred_on_both_axes():
+    # x spans 100..300 (scale 200), y spans 60..160: origin = ((100 + 300 - 200)/2, (60 + 160 - 200)/2) = (100, 10),
+    # so the box's centre (200, 110) maps to (0, 0) and the shorter side spans [-0.5, 0.5].
+    kps, scores = blank_pose(frames=1)
+    kps[0, PART_KEYPOINTS["body"]] = [(200, 110), (100, 60), (300, 160)] + [(200, 110)] * 6
+    body = normalise_parts(kps, scores)["body"][0]
+    np.testing.assert_allclose(body[:3], [[0, 0, 1], [-1, -0.5, 1], [1, 0.5, 1]], atol=1e-6)
+
+
 def test_hands_and_face_relative_and_scaled_by_body():
     kps, scores = blank_pose(frames=1)
     kps[0, PART_KEYPOINTS["body"]] = [(0, 0), (400, 0), (0, 100), (400, 100), (200, 50)] + [(200, 50)] * 4

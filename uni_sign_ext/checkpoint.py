@@ -81,8 +81,3 @@ def load_fusion_checkpoint(model, path):
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     logger.info("loaded %d description-fusion tensors from %s", len(state), path)
-
-
-def fusion_state_dict(state):
-    """The fusion-only part of a state dict (what --fusion_checkpoint loads)."""
-    return {k: v for k, v in state.items() if k.startswith(FUSION_PREFIX)}

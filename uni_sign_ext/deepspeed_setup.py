@@ -1,5 +1,6 @@
 """DeepSpeed config, optimizer and learning-rate schedule from upstream's flags."""
 import torch
+from transformers import get_scheduler
 
 
 def deepspeed_config(args):
@@ -38,8 +39,6 @@ def build_optimizer(model, args):
 def cosine_schedule(optimizer, args, batches_per_epoch):
     """Upstream's schedule: transformers' cosine with linear warm-up over int(epochs × batches /
     accumulation) optimizer steps, decaying to 0 (upstream parses --min-lr but never uses it)."""
-    from transformers import get_scheduler
-
     steps_per_epoch = batches_per_epoch / args.gradient_accumulation_steps
     return get_scheduler("cosine", optimizer, num_warmup_steps=int(args.warmup_epochs * steps_per_epoch),
                          num_training_steps=int(args.epochs * steps_per_epoch))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 FORMAT = 1
 CHUNK = 8 * 2 ** 20
 WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin")  # single files and shards
+TOKENIZER_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 WARM_BATCH = 256
 
 
@@ -34,7 +35,8 @@ class CorruptCacheError(RuntimeError):
 
 
 def encoder_fingerprint(mt5_path):
-    """sha256 over config.json, the tokenizer model and every weight file: all that shapes a feature."""
+    """sha256 over config.json, the tokenizer files T5Tokenizer reads and every weight file (all that
+    shapes a feature); other files in the folder do not count."""
     folder = Path(mt5_path)
     names = sorted(os.listdir(folder)) if folder.is_dir() else []
     weights = [n for n in names if any(fnmatch.fnmatch(n, p) for p in WEIGHT_PATTERNS)]
@@ -42,7 +44,7 @@ def encoder_fingerprint(mt5_path):
         raise FileNotFoundError(f"{folder}: no mT5 weight files (model*.safetensors or pytorch_model*.bin) "
                                 "to fingerprint")
     digest = hashlib.sha256()
-    for name in ["config.json"] + (["spiece.model"] if "spiece.model" in names else []) + weights:
+    for name in ["config.json"] + [n for n in TOKENIZER_FILES if n in names] + weights:
         digest.update(name.encode())
         with open(folder / name, "rb") as f:
             while chunk := f.read(CHUNK):

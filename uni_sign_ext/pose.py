@@ -1,7 +1,8 @@
 """Pose files → the four normalised keypoint parts, vectorised over frames and keypoints.
 
-Reproduces upstream Uni-Sign's frame sampling and normalisation (shared/spec/UNI_SIGN_PIPELINE.md §3–5)
-and additionally returns the sampled *original* frame indices, which description alignment needs.
+Reproduces upstream Uni-Sign's frame sampling and normalisation (its datasets.py: `load_part_kp`,
+`crop_scale`, the clip sampling in `load_pose`) and additionally returns the sampled *original* frame
+indices, which description alignment needs.
 """
 import pickle
 import random
