@@ -22,7 +22,10 @@ from models import Uni_Sign
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
 from uni_sign_ext.cli import check_description_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config
+from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
 from uni_sign_ext.fusion import withhold_descriptions
+from uni_sign_ext.guards import (check_numeric_flags, exit_on_user_error, loss_is_usable,
+                                 refuse_nonfinite_model)
 from uni_sign_ext.metrics import evaluate_translations
 
 logger = logging.getLogger("fine_tuning")
@@ -83,37 +86,44 @@ def prepare_batch(src_input, args, provider):
 
 
 class ProblemLog:
-    """Counts samples skipped for bad pose files and malformed description files, and reports them."""
+    """Counts samples skipped for bad pose files, malformed description files, and warnings about
+    usable samples (NaN keypoints, descriptions beyond the clip, empty targets…), and reports them."""
 
     def __init__(self):
-        self.skipped, self.descriptions = [], []
+        self.skipped, self.descriptions, self.warnings = [], [], []
 
     def add(self, src_input):
         self.skipped.extend(src_input["skipped"])
         self.descriptions.extend(src_input.get("desc_problems", []))
+        self.warnings.extend(src_input.get("warnings", []))
 
     def report(self, what):
-        totals = torch.tensor([len(self.skipped), len(self.descriptions)])
+        totals = torch.tensor([len(self.skipped), len(self.descriptions), len(self.warnings)])
         if dist.is_initialized():
             dist.all_reduce(totals)
         for sample in self.skipped[:PROBLEMS_SHOWN]:
             logger.warning("skipped %s: %s (%s)", sample.name, sample.path, sample.reason)
         for path, reason in self.descriptions[:PROBLEMS_SHOWN]:
             logger.warning("malformed description file %s: %s (trained as 'no descriptions')", path, reason)
+        for warning in self.warnings[:PROBLEMS_SHOWN]:
+            logger.warning("sample %s: %s", warning.name, warning.reason)
         if totals.sum() > 0:
             log("%s: %d samples skipped for unusable pose files, %d loads of malformed description "
-                "files (summed over ranks)", what, totals[0], totals[1])
+                "files, %d warnings about usable samples (summed over ranks)", what, *totals.tolist())
 
 
 def train_one_epoch(engine, loader, epoch, args, provider):
     engine.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
-    problems, losses, start = ProblemLog(), [], time.time()
+    problems, losses, start, nonfinite = ProblemLog(), [], time.time(), 0
     steps = len(loader) if not args.quick_break else min(len(loader), args.quick_break)
     for step, (src_input, tgt_input) in enumerate(loader):
         problems.add(src_input)
         out = engine(prepare_batch(src_input, args, provider), tgt_input)
+        if not loss_is_usable(out["loss"], src_input["name_batch"], epoch, step, args):
+            nonfinite += 1
+            continue
         engine.backward(out["loss"])
         engine.step()
         losses.append(out["loss"].item())
@@ -124,6 +134,8 @@ def train_one_epoch(engine, loader, epoch, args, provider):
         if step + 1 >= steps:
             break
     problems.report(f"epoch {epoch}")
+    if nonfinite:
+        log("epoch %d: %d steps skipped for a NaN/inf loss (--nonfinite_loss skip)", epoch, nonfinite)
     return sum(losses) / max(1, len(losses))
 
 
@@ -226,20 +238,24 @@ def save_checkpoint(engine, args, path):
     else:
         state = engine.module.state_dict()
     if utils.is_main_process():
-        torch.save({"model": state}, path)
+        refuse_nonfinite_model(state, path, args.output_dir)
+        atomic_torch_save({"model": state}, path)
         log("saved %s", path)
 
 
 def main(args):
     utils.check_supported(args)
     check_description_args(args)
+    check_numeric_flags(args)
     if args.sched != "cosine":
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     utils.init_distributed_mode(args)
     utils.set_seed(args.seed + args.rank)
     if args.output_dir:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        check_writable_dir(args.output_dir, "--output_dir")
+    if args.use_descriptions and args.feature_cache_dir:
+        check_writable_dir(args.feature_cache_dir, "--feature_cache_dir")
 
     train_loader = None if args.eval else build_loader(args, "train")
     dev_loader = build_loader(args, "dev")
@@ -282,4 +298,5 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser("Uni-Sign fine-tuning", parents=[utils.get_args_parser()])
-    main(parser.parse_args())
+    with exit_on_user_error():
+        main(parser.parse_args())

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 import config
 from uni_sign_ext.cli import add_description_args
+from uni_sign_ext.guards import add_guard_args
 
 DATASETS = ["CSL_News", "CSL_Daily", "WLASL", "How2Sign", "OpenASL"]
 TASKS = ["SLT", "ISLR", "CSLR"]
@@ -60,6 +61,7 @@ def get_args_parser():
     parser.add_argument("--mt5_path", default=config.mt5_path,
                         help="Hugging Face mT5 folder (config, weights, spiece.model)")
     add_description_args(parser, config.description_root, config.feature_cache_dir)
+    add_guard_args(parser)
     return parser
 
 

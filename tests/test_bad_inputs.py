@@ -140,6 +140,6 @@ def test_problem_log_reports_counts(capsys, caplog):
     log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames")], "desc_problems": [("/d/b.json", "not JSON")]})
     log.add({"skipped": [SkippedSample("c", "/x/c.pkl", "unreadable pickle")]})
     log.report("epoch 3")
-    assert "epoch 3: 2 samples skipped for unusable pose files, 1 loads of malformed description files" \
+    assert "epoch 3: 2 samples skipped for unusable pose files, 1 loads of malformed description files, 0 warnings" \
         in capsys.readouterr().out
     assert "/x/a.pkl" in caplog.text and "/d/b.json" in caplog.text

@@ -4,6 +4,9 @@ A flag that cannot work must stop the run before any data is read, with one line
 and the fix; a loss or a model that turned NaN must never be trained on further nor saved as best.
 """
 import math
+import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -49,7 +52,7 @@ def flag_problems(args):
     return problems
 
 
-def check_run_args(args):
+def check_numeric_flags(args):
     """Stop with one line per unusable flag, before anything is loaded."""
     problems = flag_problems(args)
     if problems:
@@ -60,16 +63,15 @@ class NonFiniteError(RuntimeError):
     """Training produced a NaN/inf; the message names where and what to do."""
 
 
-def all_finite(tensors):
-    """True when every floating tensor is free of NaN and inf (cheap: one reduction per tensor)."""
-    return all(bool(torch.isfinite(t).all()) for t in tensors if torch.is_tensor(t) and t.is_floating_point())
+def latest_checkpoint(output_dir):
+    """The newest *.pth in the run's folder (what to restart from), or None."""
+    files = sorted(Path(output_dir).glob("*.pth"), key=lambda p: p.stat().st_mtime) if output_dir else []
+    return files[-1] if files else None
 
 
-def nonfinite_parameters(module, shown=5):
-    """Names of the first `shown` parameters/buffers holding NaN or inf."""
-    bad = [name for name, t in list(module.named_parameters()) + list(module.named_buffers())
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    return bad[:shown]
+def _restart_hint(output_dir):
+    last = latest_checkpoint(output_dir)
+    return f"last checkpoint saved: {last}" if last else "no checkpoint was saved yet"
 
 
 def finite_on_every_rank(loss):
@@ -80,3 +82,54 @@ def finite_on_every_rank(loss):
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(ok, op=dist.ReduceOp.MIN)
     return bool(ok.item() == 1.0)
+
+
+def loss_is_usable(loss, names, epoch, step, args):
+    """False when the step must be skipped (--nonfinite_loss skip); raises NonFiniteError to stop.
+
+    Checked before backward, so a NaN never reaches the weights or the optimizer state.
+    """
+    if finite_on_every_rank(loss):
+        return True
+    where = (f"epoch {epoch} step {step + 1}: the training loss is {loss.item()} on some rank (this rank's "
+             f"samples: {', '.join(names) or 'none'})")
+    if args.nonfinite_loss == "skip":
+        return False
+    raise NonFiniteError(f"{where}; stopped before the weights were updated ({_restart_hint(args.output_dir)}). "
+                         "Check those samples, lower --lr, use --dtype fp32, or pass --nonfinite_loss skip")
+
+
+def refuse_nonfinite_model(state, path, output_dir):
+    """Never write a NaN/inf state dict: it would replace a good checkpoint (even best_checkpoint.pth)."""
+    bad = nonfinite_entries(state)
+    if bad:
+        raise NonFiniteError(f"the model has NaN/inf weights ({', '.join(bad)}); {path} was not written "
+                             f"({_restart_hint(output_dir)}). Lower --lr or use --dtype fp32 and restart from it")
+
+
+def nonfinite_entries(state, shown=5):
+    """Names of the first `shown` floating tensors of a state dict holding NaN or inf."""
+    bad = [name for name, t in state.items()
+           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return bad[:shown]
+
+
+def user_error_types():
+    """The errors that are the user's to fix: shown as their one-line message, never a traceback."""
+    from uni_sign_ext.atomic_io import DiskWriteError
+    from uni_sign_ext.checkpoint import CheckpointError
+    from uni_sign_ext.feature_cache import CorruptCacheError, NonFiniteFeaturesError, StaleCacheError
+    from uni_sign_ext.labels import LabelFileError
+
+    return (DiskWriteError, CheckpointError, CorruptCacheError, NonFiniteFeaturesError, StaleCacheError,
+            LabelFileError, NonFiniteError)
+
+
+@contextmanager
+def exit_on_user_error():
+    """Turn a user error into `error: <message>` on stderr and exit status 2."""
+    try:
+        yield
+    except user_error_types() as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
