@@ -1,0 +1,229 @@
+"""A table of broken worlds: copies of the mini-world with one problem each → the outcome the policy in
+docs/errors.md gives it (user error / skipped sample / undescribed sample / counted warning), for the
+training data path and for the checklist, with the counts: nothing is lost (labelled = used + rejected at
+start + skipped while loading)."""
+import gzip
+import importlib
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+
+import config
+import pre_training_checklist
+from conftest import parse_args
+from datasets import S2T_Dataset
+from uni_sign_ext.labels import LabelFileError
+
+LABELS = "data/CSL_Daily/labels.train"
+POSES = "dataset/CSL_Daily/pose_format"
+DESCRIPTIONS = "description/CSL_Daily/split_data/train"
+
+
+def read_labels(root):
+    with gzip.open(root / LABELS, "rb") as f:
+        return pickle.load(f)
+
+
+def write_labels(root, labels):
+    with gzip.open(root / LABELS, "wb") as f:
+        pickle.dump(labels, f)
+
+
+def edit_label(field_name, value):
+    def apply(root, name):
+        labels = read_labels(root)
+        labels[name][field_name] = value
+        write_labels(root, labels)
+    return apply
+
+
+def edit_pose(change):
+    def apply(root, name):
+        path = root / POSES / f"{name}.pkl"
+        data = pickle.loads(path.read_bytes())
+        change(data)
+        path.write_bytes(pickle.dumps(data))
+    return apply
+
+
+def all_keypoints(value):
+    def change(data):
+        data["keypoints"] = [np.full_like(k, value) for k in data["keypoints"]]
+    return change
+
+
+def zero_scores(data):
+    data["scores"] = [np.zeros_like(s) for s in data["scores"]]
+
+
+def some_nan(data):
+    data["keypoints"][data["start"]][0, 100] = np.nan  # frame `start` is always sampled (clips ≤ max_length)
+
+
+def write_description(content):
+    def apply(root, name):
+        path = root / DESCRIPTIONS / f"{name}.json"
+        path.write_text(content) if isinstance(content, str) else path.write_bytes(content)
+    return apply
+
+
+def in_description_folder(make):
+    def apply(root, name):
+        make(root / DESCRIPTIONS, name)
+    return apply
+
+
+def directory_as_file(folder, name):
+    (folder / f"{name}.json").unlink()
+    (folder / f"{name}.json").mkdir()
+
+
+def upper_case_suffix(folder, name):
+    (folder / f"{name}.json").rename(folder / f"{name}.JSON")
+
+
+def symlink_loop(folder, name):
+    os.symlink("loop_b.json", folder / "loop_a.json")
+    os.symlink("loop_a.json", folder / "loop_b.json")
+
+
+def unknown_sample(folder, name):
+    (folder / "S999999_P0000_T99.json").write_text(json.dumps({"0": "left hand moves up"}))
+
+
+def flat_conflicts_with_split(folder, name):
+    (folder.parent.parent / f"{name}.json").write_text(json.dumps({"0": "left hand moves up"}))
+
+
+def empty_label_file(root, name):
+    write_labels(root, {})
+
+
+@dataclass
+class World:
+    """One problem and what it must lead to. `data` / `checklist`: (kind, text the reason must contain)."""
+    id: str
+    breaks: object
+    data: tuple
+    checklist: tuple  # (check name, status, text)
+    counts: dict = field(default_factory=dict)
+
+
+WORLDS = [
+    World("empty label file", empty_label_file, ("error", "holds no samples"),
+          ("labels train", "fail", "holds no samples")),
+    World("text None", edit_label("text", None), ("rejected", "'text' is None"),
+          ("label entries train", "warn", "'text' is None")),
+    World("video_path None", edit_label("video_path", None), ("rejected", "'video_path' is None"),
+          ("label entries train", "warn", "'video_path' is None")),
+    World("empty target", edit_label("text", "  "), ("warning", "empty target sentence"),
+          ("label targets train", "warn", "empty target sentence")),
+    World("start is a string", edit_pose(lambda d: d.update(start="abc")), ("skip", "'start' is 'abc'"),
+          ("pose files train", "warn", "'start' is 'abc'")),
+    World("all-NaN pose", edit_pose(all_keypoints(np.nan)), ("skip", "no usable keypoint"),
+          ("pose files train", "warn", "no usable keypoint")),
+    World("zero-confidence pose", edit_pose(zero_scores), ("skip", "no usable keypoint"),
+          ("pose files train", "warn", "no usable keypoint")),
+    World("some NaN keypoints", edit_pose(some_nan), ("warning", "NaN/inf (treated as undetected)"),
+          ("pose files train", "warn", "NaN/inf")),
+    World("description nested 100,000 deep", write_description("[" * 100_000 + "]" * 100_000),
+          ("undescribed", "nested too deeply"), ("description files", "warn", "nested too deeply")),
+    World("segment bomb [0, 10000000]", write_description('[{"start": 0, "end": 10000000, "text": "x"}]'),
+          ("warning", "beyond the clip"), ("description files", "warn", "beyond the clip")),
+    World("keys far beyond the clip", write_description(json.dumps({"5000": "left hand moves up"})),
+          ("warning", "frames 5000…5000, beyond the clip"), ("description files", "warn", "beyond the clip")),
+    World("not UTF-8", write_description(b"\xff\xfe{"), ("undescribed", "not UTF-8"),
+          ("description files", "warn", "not UTF-8")),
+    World("directory named .json", in_description_folder(directory_as_file), ("setup", "not a file, ignored"),
+          ("description layout", "warn", "not a file, ignored")),
+    World(".JSON suffix", in_description_folder(upper_case_suffix), ("setup", "lower-case .json"),
+          ("description layout", "warn", "lower-case .json")),
+    World("symlink loop", in_description_folder(symlink_loop), ("setup", "loop_a.json: unreadable"),
+          ("description layout", "warn", "loop_a.json: unreadable")),
+    World("description of no sample", in_description_folder(unknown_sample), ("setup", "S999999_P0000_T99"),
+          ("description layout", "warn", "S999999_P0000_T99")),
+    World("flat file conflicts with split_data", in_description_folder(flat_conflicts_with_split),
+          ("setup", "in several folders"), ("description layout", "warn", "in several folders")),
+]
+
+
+@pytest.fixture(scope="module")
+def victim(mini_world):
+    """The train sample every world breaks: the first that has a description file."""
+    return next(n for n in sorted(read_labels(mini_world)) if (mini_world / DESCRIPTIONS / f"{n}.json").exists())
+
+
+@pytest.fixture
+def broken(request, mini_world, victim, tmp_path, monkeypatch):
+    """A copy of the mini-world (the mT5 folder linked, not copied) with the row's problem planted."""
+    world = request.param
+    root = tmp_path / "world"
+    for part in ("data", "dataset", "description"):
+        shutil.copytree(mini_world / part, root / part, symlinks=True)
+    (root / "pretrained_weight").symlink_to(mini_world / "pretrained_weight")
+    world.breaks(root, victim)
+    monkeypatch.setenv("UNISIGN_ROOT", str(root))
+    importlib.reload(config)
+    yield world, root
+    monkeypatch.delenv("UNISIGN_ROOT")
+    importlib.reload(config)
+
+
+def run_epoch(dataset):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=dataset.collate_fn)
+    seen, skipped, warnings, undescribed = set(), {}, [], []
+    for src, _ in loader:
+        seen.update(src["name_batch"])
+        skipped.update((s.name, s.reason) for s in src["skipped"])
+        warnings += [(w.name, w.reason) for w in src["warnings"]]
+        undescribed += src["desc_problems"]
+    return seen, skipped, warnings, undescribed
+
+
+@pytest.mark.parametrize("broken", WORLDS, ids=[w.id for w in WORLDS], indirect=True)
+def test_training_data_path(broken, victim):
+    world, root = broken
+    kind, text = world.data
+    args = parse_args("--use_descriptions", "--max_length", "256")
+    labelled = set(read_labels(root))
+    if kind == "error":
+        with pytest.raises(LabelFileError, match=text):
+            S2T_Dataset(config.train_label_paths["CSL_Daily"], args, "train")
+        return
+    dataset = S2T_Dataset(config.train_label_paths["CSL_Daily"], args, "train")
+    seen, skipped, warnings, undescribed = run_epoch(dataset)
+    # Nothing lost: every labelled sample is used, rejected at start, or skipped while loading.
+    assert seen | set(skipped) | set(dataset.rejected) == labelled
+    assert not (seen & set(skipped)) and not (seen & set(dataset.rejected))
+    expected = {"rejected": ({victim}, set(), 0, 0), "skip": (set(), {victim}, 0, 0),
+                "warning": (set(), set(), 1, 0), "undescribed": (set(), set(), 0, 1), "setup": (set(), set(), 0, 0)}
+    rejected, skips, n_warnings, n_undescribed = expected[kind]
+    assert set(dataset.rejected) == rejected and set(skipped) == skips
+    assert len(warnings) == n_warnings and len(undescribed) == n_undescribed, (warnings, undescribed)
+    reasons = {"rejected": dataset.rejected.values(), "skip": skipped.values(),
+               "warning": [r for n, r in warnings if n == victim], "undescribed": [r for _, r in undescribed],
+               "setup": dataset.setup_warnings}[kind]
+    assert any(text in r for r in reasons), reasons
+    if kind != "setup":
+        assert dataset.setup_warnings == []
+
+
+@pytest.mark.parametrize("broken", WORLDS, ids=[w.id for w in WORLDS], indirect=True)
+def test_checklist(broken, capsys, tmp_path):
+    world, root = broken
+    name, status, text = world.checklist
+    code = pre_training_checklist.main(["--dataset", "CSL_Daily", "--json", "--use_descriptions",
+                                        "--feature_cache_dir", str(tmp_path / "cache")])
+    report = json.loads(capsys.readouterr().out)  # always valid JSON
+    flagged = [c for c in report["checks"] if c["name"] == name]
+    assert flagged and flagged[0]["status"] == status and text in flagged[0]["detail"], flagged
+    assert all("crashed" not in c["detail"] for c in report["checks"])
+    assert code == (1 if status == "fail" else 0)
+    if world.id == "empty label file":  # the real cause, not missing poses
+        assert not [c for c in report["checks"] if c["name"] == "poses train"]
