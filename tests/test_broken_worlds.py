@@ -20,31 +20,37 @@ from conftest import parse_args
 from datasets import S2T_Dataset
 from uni_sign_ext.labels import LabelFileError
 
-LABELS = "data/CSL_Daily/labels.train"
 POSES = "dataset/CSL_Daily/pose_format"
-DESCRIPTIONS = "description/CSL_Daily/split_data/train"
 
 
-def read_labels(root):
-    with gzip.open(root / LABELS, "rb") as f:
+def labels_file(root, split):
+    return root / "data" / "CSL_Daily" / f"labels.{split}"
+
+
+def descriptions(root, split):
+    return root / "description" / "CSL_Daily" / "split_data" / split
+
+
+def read_labels(root, split):
+    with gzip.open(labels_file(root, split), "rb") as f:
         return pickle.load(f)
 
 
-def write_labels(root, labels):
-    with gzip.open(root / LABELS, "wb") as f:
+def write_labels(root, split, labels):
+    with gzip.open(labels_file(root, split), "wb") as f:
         pickle.dump(labels, f)
 
 
 def edit_label(field_name, value):
-    def apply(root, name):
-        labels = read_labels(root)
+    def apply(root, name, split):
+        labels = read_labels(root, split)
         labels[name][field_name] = value
-        write_labels(root, labels)
+        write_labels(root, split, labels)
     return apply
 
 
 def edit_pose(change):
-    def apply(root, name):
+    def apply(root, name, split):
         path = root / POSES / f"{name}.pkl"
         data = pickle.loads(path.read_bytes())
         change(data)
@@ -63,19 +69,19 @@ def zero_scores(data):
 
 
 def some_nan(data):
-    data["keypoints"][data["start"]][0, 100] = np.nan  # frame `start` is always sampled (clips ≤ max_length)
+    data["keypoints"][data.get("start") or 0][0, 100] = np.nan  # the first frame is sampled: clips ≤ max_length
 
 
 def write_description(content):
-    def apply(root, name):
-        path = root / DESCRIPTIONS / f"{name}.json"
+    def apply(root, name, split):
+        path = descriptions(root, split) / f"{name}.json"
         path.write_text(content) if isinstance(content, str) else path.write_bytes(content)
     return apply
 
 
 def in_description_folder(make):
-    def apply(root, name):
-        make(root / DESCRIPTIONS, name)
+    def apply(root, name, split):
+        make(descriptions(root, split), name)
     return apply
 
 
@@ -101,8 +107,8 @@ def flat_conflicts_with_split(folder, name):
     (folder.parent.parent / f"{name}.json").write_text(json.dumps({"0": "left hand moves up"}))
 
 
-def empty_label_file(root, name):
-    write_labels(root, {})
+def empty_label_file(root, name, split):
+    write_labels(root, split, {})
 
 
 @dataclass
@@ -153,24 +159,25 @@ WORLDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def victim(mini_world):
-    """The train sample every world breaks: the first that has a description file."""
-    return next(n for n in sorted(read_labels(mini_world)) if (mini_world / DESCRIPTIONS / f"{n}.json").exists())
+def victim(root, split):
+    """The sample every world breaks: the split's first that has a description file."""
+    return next(n for n in sorted(read_labels(root, split)) if (descriptions(root, split) / f"{n}.json").exists())
 
 
 @pytest.fixture
-def broken(request, mini_world, victim, tmp_path, monkeypatch):
-    """A copy of the mini-world (the mT5 folder linked, not copied) with the row's problem planted."""
-    world = request.param
+def broken(request, mini_world, tmp_path, monkeypatch):
+    """A copy of the mini-world (the mT5 folder linked, not copied) with the row's problem planted in a split.
+    → (World, split, name of the sample broken, labelled names before the break)."""
+    world, split = request.param
     root = tmp_path / "world"
     for part in ("data", "dataset", "description"):
         shutil.copytree(mini_world / part, root / part, symlinks=True)
     (root / "pretrained_weight").symlink_to(mini_world / "pretrained_weight")
-    world.breaks(root, victim)
+    name, labelled = victim(root, split), set(read_labels(root, split))
+    world.breaks(root, name, split)
     monkeypatch.setenv("UNISIGN_ROOT", str(root))
     importlib.reload(config)
-    yield world, root
+    yield world, split, name, labelled
     monkeypatch.delenv("UNISIGN_ROOT")
     importlib.reload(config)
 
@@ -186,17 +193,19 @@ def run_epoch(dataset):
     return seen, skipped, warnings, undescribed
 
 
-@pytest.mark.parametrize("broken", WORLDS, ids=[w.id for w in WORLDS], indirect=True)
-def test_training_data_path(broken, victim):
-    world, root = broken
+@pytest.mark.parametrize("broken", [(w, split) for split in ("train", "dev") for w in WORLDS],
+                         ids=[f"{split}: {w.id}" for split in ("train", "dev") for w in WORLDS], indirect=True)
+def test_data_path(broken):
+    """Training (a skipped sample is replaced by the next) and evaluation (it is dropped) see the same classes."""
+    world, split, victim, labelled = broken
     kind, text = world.data
     args = parse_args("--use_descriptions", "--max_length", "256")
-    labelled = set(read_labels(root))
+    labels_path = {"train": config.train_label_paths, "dev": config.dev_label_paths}[split]["CSL_Daily"]
     if kind == "error":
         with pytest.raises(LabelFileError, match=text):
-            S2T_Dataset(config.train_label_paths["CSL_Daily"], args, "train")
+            S2T_Dataset(labels_path, args, split)
         return
-    dataset = S2T_Dataset(config.train_label_paths["CSL_Daily"], args, "train")
+    dataset = S2T_Dataset(labels_path, args, split)
     seen, skipped, warnings, undescribed = run_epoch(dataset)
     # Nothing lost: every labelled sample is used, rejected at start, or skipped while loading.
     assert seen | set(skipped) | set(dataset.rejected) == labelled
@@ -214,9 +223,9 @@ def test_training_data_path(broken, victim):
         assert dataset.setup_warnings == []
 
 
-@pytest.mark.parametrize("broken", WORLDS, ids=[w.id for w in WORLDS], indirect=True)
+@pytest.mark.parametrize("broken", [(w, "train") for w in WORLDS], ids=[w.id for w in WORLDS], indirect=True)
 def test_checklist(broken, capsys, tmp_path):
-    world, root = broken
+    world, split, _, _ = broken
     name, status, text = world.checklist
     code = pre_training_checklist.main(["--dataset", "CSL_Daily", "--json", "--use_descriptions",
                                         "--feature_cache_dir", str(tmp_path / "cache")])
