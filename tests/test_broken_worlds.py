@@ -8,6 +8,9 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +24,7 @@ from datasets import S2T_Dataset
 from uni_sign_ext.labels import LabelFileError
 
 POSES = "dataset/CSL_Daily/pose_format"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def labels_file(root, split):
@@ -236,3 +240,56 @@ def test_checklist(broken, capsys, tmp_path):
     assert code == (1 if status == "fail" else 0)
     if world.id == "empty label file":  # the real cause, not missing poses
         assert not [c for c in report["checks"] if c["name"] == "poses train"]
+
+
+# Full runs (real DeepSpeed, 1 rank, CPU) on a 4-samples-per-split world: the counts reach the run's report.
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    from uni_sign_ext.fixture import build_mini_world
+
+    return build_mini_world(tmp_path_factory.mktemp("small_world"), samples_per_split=4, seed=0)
+
+
+def run_fine_tuning(world, *flags):
+    env = dict(os.environ, UNISIGN_ROOT=str(world), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    return subprocess.run([sys.executable, str(REPO / "fine_tuning.py"), "--dataset", "CSL_Daily",
+                           "--gradient-accumulation-steps", "1", "--num_workers", "0", "--dtype", "fp32",
+                           "--max_length", "8", *flags], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_eval_run_counts_every_class_and_loses_nothing(small_world, tmp_path):
+    root = tmp_path / "world"
+    shutil.copytree(small_world, root, symlinks=True)
+    names = sorted(read_labels(root, "dev"))
+    described = [n for n in names if (descriptions(root, "dev") / f"{n}.json").exists()]
+    edit_label("text", None)(root, names[0], "dev")                                  # rejected at start
+    edit_pose(lambda d: d.update(start="abc"))(root, described[1], "dev")           # skipped
+    write_description("[" * 100_000 + "]" * 100_000)(root, described[2], "dev")     # undescribed
+    write_description(json.dumps({"5000": "left hand moves up"}))(root, described[3], "dev")  # warning
+    assert len({names[0], *described[1:4]}) == 4 == len(names)
+    out = tmp_path / "eval"
+    proc = run_fine_tuning(root, "--eval", "--use_descriptions", "--feature_cache_dir", "", "--batch-size", "4",
+                           "--output_dir", str(out))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "1 unusable label entries skipped" in log and "'text' is None" in log
+    assert ("dev evaluation: 1 samples skipped for unusable pose files, 1 loads of malformed description files, "
+            "1 warnings about usable samples") in log
+    translated = [line.split(",")[0] for line in (out / "dev_tmp_pres.txt").read_text().splitlines()]
+    assert translated == [f"sample: {n}" for n in names if n not in (names[0], described[1])]  # 4 = 2 + 1 + 1
+
+
+def test_a_nan_loss_run_stops_naming_the_step_and_samples(small_world, tmp_path):
+    """A full DeepSpeed run (1 rank, CPU): lr 1e30 makes step 2's loss NaN; the run stops there, before any
+    update, with one line and no checkpoint."""
+    out = tmp_path / "run"
+    proc = run_fine_tuning(small_world, "--batch-size", "2", "--epochs", "1", "--lr", "1e30", "--output_dir", str(out))
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert errors[0].startswith("error: epoch 0 step 2: the training loss is nan")
+    assert "no checkpoint was saved yet" in errors[0] and "S0" in errors[0]
+    assert not list(out.glob("*.pth"))

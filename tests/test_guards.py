@@ -3,10 +3,7 @@ merge and refuse NaN, architecture checks, non-finite losses and models, a check
 import errno
 import json
 import os
-import subprocess
-import sys
 import tracemalloc
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,9 +20,6 @@ from uni_sign_ext.fusion import DescriptionFusion
 from uni_sign_ext.guards import (NonFiniteError, check_numeric_flags, exit_on_user_error, loss_is_usable,
                                  refuse_nonfinite_model)
 from uni_sign_ext.labels import LabelFileError
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.parametrize("flags,named", [
     (["--max_length", "0"], "--max_length 0"), (["--max_length", "-1"], "--max_length -1"),
@@ -138,6 +132,13 @@ def test_fusion_type_must_match_the_checkpoint(saved, loading):
     check_architecture(TinyModel(saved), state, "ckpt.pth")
 
 
+def test_a_nan_checkpoint_is_refused_before_loading():
+    state = TinyModel("gating").state_dict()
+    state["proj.bias"][0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"ckpt.pth holds NaN/inf weights \(proj.bias\)"):
+        check_architecture(TinyModel("gating"), state, "ckpt.pth")
+
+
 def test_shape_mismatch_names_the_architecture_flags():
     with pytest.raises(CheckpointError, match=r"other architecture flags \(--hidden_dim.*proj.weight \(8, 16\) "
                                               r"vs \(8, 8\)"):
@@ -169,24 +170,3 @@ def test_checklist_reports_a_crashing_check_and_goes_on(world_root, capsys, monk
     crashed = [c for c in report["checks"] if c["name"] == "feature cache"]
     assert code == 1 and crashed[0]["detail"] == "the check itself crashed: ZeroDivisionError: planted"
     assert any(c["name"] == "descriptions train" for c in report["checks"])  # the other checks still ran
-
-
-def test_a_nan_loss_run_stops_naming_the_step_and_samples(tmp_path_factory):
-    """A full DeepSpeed run (1 rank, CPU): lr 1e30 makes step 2's loss NaN; the run stops there, before any
-    update, with one line and no checkpoint."""
-    from uni_sign_ext.fixture import build_mini_world
-
-    world = build_mini_world(tmp_path_factory.mktemp("nan_world"), samples_per_split=4, seed=0)
-    out = tmp_path_factory.mktemp("nan_run")
-    env = dict(os.environ, UNISIGN_ROOT=str(world), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env.pop("RANK", None)
-    proc = subprocess.run([sys.executable, str(REPO / "fine_tuning.py"), "--dataset", "CSL_Daily", "--batch-size", "2",
-                           "--gradient-accumulation-steps", "1", "--num_workers", "0", "--dtype", "fp32",
-                           "--max_length", "8", "--epochs", "1", "--lr", "1e30", "--output_dir", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr
-    assert errors[0].startswith("error: epoch 0 step 2: the training loss is nan")
-    assert "no checkpoint was saved yet" in errors[0] and "S0" in errors[0]
-    assert not list(out.glob("*.pth"))

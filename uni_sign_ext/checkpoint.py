@@ -40,9 +40,9 @@ ARCHITECTURE_FLAGS = "--hidden_dim, --mt5_path, --use_descriptions, --text_fusio
 
 
 def check_architecture(model, state, path):
-    """Refuse, before loading anything, a checkpoint trained with other architecture flags: a partly
-    matching fusion (gating weights under --text_fusion_type cross_attn) would leave random weights,
-    and a shape mismatch names the flags to compare."""
+    """Refuse, before loading anything, a checkpoint trained with other architecture flags (a partly
+    matching fusion, gating weights under --text_fusion_type cross_attn, would leave random weights;
+    a shape mismatch names the flags to compare) or holding NaN/inf weights."""
     expected = model.state_dict()
     ours = {k for k in expected if k.startswith(FUSION_PREFIX)}
     theirs = {k for k in state if k.startswith(FUSION_PREFIX)}
@@ -56,6 +56,12 @@ def check_architecture(model, state, path):
                               f"{ours_kind}: pass --text_fusion_type "
                               f"{kind} (missing {_list(ours - theirs) or 'none'}; unexpected "
                               f"{_list(theirs - ours) or 'none'})")
+    from uni_sign_ext.guards import nonfinite_entries
+
+    bad = nonfinite_entries(state)
+    if bad:
+        raise CheckpointError(f"{path} holds NaN/inf weights ({', '.join(bad)}): it cannot be trained or "
+                              "evaluated; use an earlier checkpoint")
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
                   if k in expected and torch.is_tensor(v) and v.shape != expected[k].shape]
     if mismatched:

@@ -309,7 +309,10 @@ def main(argv=None):
         texts = collect_description_texts(args.desc_dir, args.dataset)
     except FileNotFoundError as exc:
         parser.error(str(exc))
-    new, path = fill_cache(texts, args.mt5_path, args.dataset, args.cache_dir, device=args.device)
+    from uni_sign_ext.guards import exit_on_user_error
+
+    with exit_on_user_error():
+        new, path = fill_cache(texts, args.mt5_path, args.dataset, args.cache_dir, device=args.device)
     print(f"{len(texts)} distinct texts: {new} newly encoded, {len(texts) - new} already cached → {path}")
 
 
