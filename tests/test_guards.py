@@ -170,3 +170,13 @@ def test_checklist_reports_a_crashing_check_and_goes_on(world_root, capsys, monk
     crashed = [c for c in report["checks"] if c["name"] == "feature cache"]
     assert code == 1 and crashed[0]["detail"] == "the check itself crashed: ZeroDivisionError: planted"
     assert any(c["name"] == "descriptions train" for c in report["checks"])  # the other checks still ran
+
+
+def test_checklist_json_stays_json_when_a_flag_does_not_parse(capsys):
+    import pre_training_checklist
+
+    code = pre_training_checklist.main(["--json", "--max_length", "many"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and not report["ok"]
+    assert report["checks"] == [{"name": "flags", "status": "fail", "fix": "fix the flag (see --help)",
+                                 "detail": "argument --max_length: invalid int value: 'many'"}]
