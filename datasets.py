@@ -77,7 +77,11 @@ class S2T_Dataset(Dataset):
         missing = set(self.missing_pose)
         self.labels = {n: e for n, e in labels.items() if n not in missing}
         self.names = list(self.labels)
-        self.description_loader = self._description_loader() if args.use_descriptions else None
+        self.description_loader = None
+        if args.use_descriptions:
+            from uni_sign_ext.descriptions import open_description_loader
+
+            self.description_loader = open_description_loader(args.desc_dir, args.dataset, phase)
         self.setup_warnings = self._setup_warnings()
 
     def _setup_warnings(self):
@@ -94,17 +98,6 @@ class S2T_Dataset(Dataset):
                             f"label (e.g. {', '.join(unknown[:MISSING_NAMES_SHOWN])}): check their names")
             logger.warning("%s", problems[-1])
         return problems
-
-    def _description_loader(self):
-        from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir
-
-        folder = find_description_dir(self.args.desc_dir, self.args.dataset)
-        if folder is None:
-            logger.warning("no description folder for %s under %s: every %s sample trains as "
-                           "'no descriptions' (run pre_training_checklist.py)",
-                           self.args.dataset, self.args.desc_dir, self.phase)
-            return None
-        return DescriptionLoader(folder, phase=self.phase)
 
     def __len__(self):
         return len(self.names)
@@ -140,21 +133,12 @@ class S2T_Dataset(Dataset):
         pose = {part: torch.from_numpy(sample.parts[part]) for part in PARTS}
         item = (name, pose, entry["text"], entry["gloss"], {})
         if self.args.use_descriptions:
-            aligned, problem, description_warnings = self._aligned_descriptions(name, sample)
-            item += ((aligned, problem),)
-            reasons += description_warnings
+            from uni_sign_ext.alignment import aligned_sample_descriptions
+
+            descriptions = aligned_sample_descriptions(self.description_loader, name, sample.frames, sample.clip_end)
+            item += (descriptions,)
+            reasons += descriptions[2]
         return item, [SampleWarning(name, reason) for reason in reasons]
-
-    def _aligned_descriptions(self, name, sample):
-        from uni_sign_ext.alignment import align_descriptions
-
-        if self.description_loader is None:
-            descriptions, metadata, warnings = {}, {}, []
-        else:
-            descriptions, metadata, warnings = self.description_loader.read(name, sample.clip_end)
-        problem = (metadata["path"], metadata["error"]) if "error" in metadata else None
-        warnings = [f"description file {metadata['path']}: {w}" for w in warnings]
-        return align_descriptions(descriptions, sample.frames), problem, warnings
 
     def collate_fn(self, batch):
         return collate(batch, self.args.use_descriptions)
@@ -188,8 +172,7 @@ def collate(batch, use_descriptions=False):
     src_input["warnings"] = warnings
     tgt_input = {"gt_sentence": [b[2] for b in batch], "gt_gloss": [b[3] for b in batch]}
     if use_descriptions:
-        from uni_sign_ext.alignment import collate_aligned
+        from uni_sign_ext.alignment import collate_descriptions
 
-        src_input.update(collate_aligned([b[5][0] for b in batch], max_len))
-        src_input["desc_problems"] = [b[5][1] for b in batch if b[5][1] is not None]
+        src_input.update(collate_descriptions([b[5] for b in batch], max_len))
     return src_input, tgt_input

@@ -6,7 +6,6 @@
 """
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from datasets import S2T_Dataset
 from models import Uni_Sign
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
 from uni_sign_ext.cli import check_description_args
-from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config
 from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
-from uni_sign_ext.fusion import withhold_descriptions
+from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
+from uni_sign_ext.fusion import GateStats, withhold_descriptions
 from uni_sign_ext.guards import (check_numeric_flags, exit_on_user_error, loss_is_usable,
                                  refuse_nonfinite_model)
 from uni_sign_ext.metrics import evaluate_translations
@@ -44,15 +43,13 @@ def build_loader(args, phase):
     label_paths = {"train": config.train_label_paths, "dev": config.dev_label_paths,
                    "test": config.test_label_paths}[phase]
     dataset = S2T_Dataset(label_paths[args.dataset], args, phase)
-    if phase == "train" and args.distributed:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed)
-    elif phase == "train":
-        sampler = torch.utils.data.RandomSampler(dataset)
-    else:
-        sampler = SequentialSampler(dataset)
+    # As upstream: training shuffles with a DistributedSampler (its own seed, 0) on any number of
+    # ranks and keeps full batches only; dev and test run in order.
+    train = phase == "train"
+    sampler = DistributedSampler(dataset, shuffle=True) if train else SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                       collate_fn=dataset.collate_fn, pin_memory=args.pin_mem and torch.cuda.is_available(),
-                      drop_last=False)
+                      drop_last=train)
 
 
 def text_feature_provider(args):
@@ -137,26 +134,6 @@ def train_one_epoch(engine, loader, epoch, args, provider):
     if nonfinite:
         log("epoch %d: %d steps skipped for a NaN/inf loss (--nonfinite_loss skip)", epoch, nonfinite)
     return sum(losses) / max(1, len(losses))
-
-
-class GateStats:
-    """Mean gate on described vs undescribed real frames."""
-
-    def __init__(self):
-        self.sums = torch.zeros(2, dtype=torch.float64)
-        self.counts = torch.zeros(2, dtype=torch.float64)
-
-    def add(self, out, attention_mask):
-        gate = out["gate"].squeeze(-1).double().cpu()
-        has = out["has_description"].double().cpu()
-        real = attention_mask.bool().cpu()
-        for i, selected in enumerate([(has > 0.5) & real, (has <= 0.5) & real]):
-            self.sums[i] += gate[selected].sum()
-            self.counts[i] += selected.sum()
-
-    def means(self):
-        described, undescribed = (self.sums / self.counts.clamp(min=1)).tolist()
-        return {"gate_described": described, "gate_undescribed": undescribed}
 
 
 @torch.no_grad()
@@ -251,13 +228,16 @@ def main(args):
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     utils.init_distributed_mode(args)
-    utils.set_seed(args.seed + args.rank)
+    utils.set_seed(args.seed)  # the same seed on every rank, as upstream
     if args.output_dir:
         check_writable_dir(args.output_dir, "--output_dir")
     if args.use_descriptions and args.feature_cache_dir:
         check_writable_dir(args.feature_cache_dir, "--feature_cache_dir")
 
     train_loader = None if args.eval else build_loader(args, "train")
+    if train_loader is not None and len(train_loader) == 0:
+        raise SystemExit(f"{len(train_loader.dataset)} training samples over {args.world_size} rank(s) fill no "
+                         f"batch of --batch-size {args.batch_size} (partial batches are dropped): lower --batch-size.")
     dev_loader = build_loader(args, "dev")
     test_loader = build_loader(args, "test")
     model = Uni_Sign(args)
@@ -266,12 +246,13 @@ def main(args):
         log("loaded %s", args.finetune)
     if args.fusion_checkpoint:
         load_fusion_checkpoint(model, args.fusion_checkpoint)
+    model = sync_batchnorm(model, args)
     provider = text_feature_provider(args) if args.use_descriptions else None
     match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps) if train_loader else 1
+    schedule = cosine_schedule(optimizer, args, len(train_loader) if train_loader else 0)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(args),
-                                           lr_scheduler=cosine_schedule(optimizer, args, steps_per_epoch))
+                                           lr_scheduler=schedule)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log("model: %.2fM trainable parameters; ZeRO-%d, %s, %d rank(s)", n_trainable / 1e6,
         args.zero_stage, args.dtype, args.world_size)

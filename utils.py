@@ -39,15 +39,15 @@ def get_args_parser():
     parser.add_argument("--min-lr", type=float, default=1.0e-08)
     parser.add_argument("--warmup-epochs", type=float, default=0)
     parser.add_argument("--output_dir", default="")
-    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--seed", default=42, type=int)
     parser.add_argument("--eval", action="store_true")
     parser.add_argument("--num_workers", default=8, type=int)
     parser.add_argument("--pin-mem", action="store_true")
     parser.add_argument("--no-pin-mem", action="store_false", dest="pin_mem")
     parser.set_defaults(pin_mem=True)
     parser.add_argument("--offload", action="store_true")
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
-    parser.add_argument("--zero_stage", default=2, type=int, choices=[0, 1, 2, 3])
+    parser.add_argument("--dtype", default="bf16", type=str, choices=["fp16", "bf16", "fp32"])  # fp32: new, for CPUs
+    parser.add_argument("--zero_stage", default=2, type=int)
     parser.add_argument("--compute_fp32_loss", action="store_true")
     parser.add_argument("--quick_break", default=0, type=int,
                         help="stop each training epoch after this many steps (0: never)")
@@ -56,7 +56,7 @@ def get_args_parser():
     parser.add_argument("--dataset", default="CSL_Daily", choices=DATASETS)
     parser.add_argument("--task", default="SLT", choices=TASKS)
     parser.add_argument("--label_smoothing", default=0.2, type=float)
-    parser.add_argument("--online_video", action="store_true")
+    parser.add_argument("--online_video", default="", type=str)
     # New: where the translation mT5 (and its tokenizer) is loaded from.
     parser.add_argument("--mt5_path", default=config.mt5_path,
                         help="Hugging Face mT5 folder (config, weights, spiece.model)")
@@ -73,6 +73,8 @@ def check_supported(args):
         raise SystemExit("--rgb_support is not supported yet in this fork (pose-only); drop the flag.")
     if args.online_video:
         raise SystemExit("--online_video is not supported yet in this fork; drop the flag.")
+    if args.zero_stage not in (0, 1, 2, 3):
+        raise SystemExit(f"--zero_stage {args.zero_stage} does not exist; use 0, 1, 2 or 3 (default 2).")
 
 
 def _free_port():

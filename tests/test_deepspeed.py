@@ -70,18 +70,20 @@ def test_descriptions_under_zero_two_ranks(mini_world, tmp_path, zero):
 
 def test_train_save_once_then_eval_reproduces_predictions(small_world, tmp_path):
     out = tmp_path / "train"
+    small_batches = ["--batch-size", "2"]  # 4 samples on 2 ranks: one full batch each (the last partial one is dropped)
     log = deepspeed_run(2, REPO / "fine_tuning.py",
-                        COMMON + BF16 + ["--zero_stage", "2", "--epochs", "2", "--quick_break", "1",
-                                         "--output_dir", str(out)], small_world)
+                        COMMON + BF16 + small_batches + ["--zero_stage", "2", "--epochs", "2", "--quick_break", "1",
+                                                         "--output_dir", str(out)], small_world)
     for name in ["checkpoint_0.pth", "checkpoint_1.pth", "best_checkpoint.pth", "test_tmp_pres.txt",
                  "test_tmp_refs.txt", "dev_tmp_pres.txt"]:
         assert (out / name).is_file(), name
     assert log.count(f"saved {out / 'checkpoint_1.pth'}") == 1  # rank 0 alone writes
+    assert "epoch 1 [1/1] loss" in log  # it trained
     assert "BLEU-4" in log and "ROUGE-L" in log
 
     evaluated = tmp_path / "eval"
     log = deepspeed_run(1, REPO / "fine_tuning.py",
-                        COMMON + BF16 + ["--eval", "--finetune", str(out / "checkpoint_1.pth"),
+                        COMMON + BF16 + small_batches + ["--eval", "--finetune", str(out / "checkpoint_1.pth"),
                                          "--output_dir", str(evaluated)], small_world)
     assert (evaluated / "test_tmp_pres.txt").read_text() == (out / "test_tmp_pres.txt").read_text()
     refs = (evaluated / "test_tmp_refs.txt").read_text().splitlines()

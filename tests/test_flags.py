@@ -33,7 +33,7 @@ def test_upstream_flags_parse_with_upstream_values():
         "--output_dir", "out", "--seed", "42", "--eval", "--num_workers", "4", "--no-pin-mem", "--offload",
         "--dtype", "fp16", "--zero_stage", "3", "--compute_fp32_loss", "--quick_break", "5", "--rgb_support",
         "--max_length", "128", "--dataset", "How2Sign", "--task", "SLT", "--label_smoothing", "0.1",
-        "--online_video")
+        "--online_video", "demo.mp4")
     assert (args.batch_size, args.local_rank, args.opt_betas, args.pin_mem, args.zero_stage) == (8, 1, [0.9, 0.98], False, 3)
     assert args.rgb_support and args.online_video and not args.use_descriptions
     assert parse_args("--local_rank=2").local_rank == 2
@@ -69,6 +69,8 @@ def test_the_users_launch_commands_parse(seed):
     (["--task", "ISLR"], "--task ISLR is not supported yet"),
     (["--task", "CSLR"], "--task CSLR is not supported yet"),
     (["--rgb_support"], "--rgb_support is not supported yet"),
+    (["--online_video", "demo.mp4"], "--online_video is not supported yet"),
+    (["--zero_stage", "4"], "--zero_stage 4 does not exist"),
 ])
 def test_unsupported_modes_parse_then_fail_clearly(flags, message):
     with pytest.raises(SystemExit, match=message):

@@ -73,7 +73,11 @@ def check_architecture(model, state, path):
 def load_model_checkpoint(model, path):
     """`--finetune`: strict load, except fusion keys may be missing when fusion is enabled and the
     checkpoint has none at all (an upstream stage-1/2 checkpoint)."""
-    state = read_state_dict(path)
+    return load_model_state(model, read_state_dict(path), path)
+
+
+def load_model_state(model, state, path):
+    """load_model_checkpoint() on a state dict already read from `path` → the fusion keys left fresh."""
     check_architecture(model, state, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -1,6 +1,4 @@
 """DeepSpeed config, optimizer and learning-rate schedule from upstream's flags."""
-import math
-
 import torch
 
 
@@ -17,7 +15,7 @@ def deepspeed_config(args):
         "zero_optimization": zero,
         "zero_force_ds_cpu_optimizer": False,  # we bring torch's AdamW, which runs on any device
         "bf16": {"enabled": args.dtype == "bf16"},
-        "fp16": {"enabled": args.dtype == "fp16", "initial_scale_power": 16},
+        "fp16": {"enabled": args.dtype == "fp16", "loss_scale_window": 100},  # upstream's loss scaling
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
@@ -37,16 +35,22 @@ def build_optimizer(model, args):
                              lr=args.lr, eps=args.opt_eps, betas=betas)
 
 
-def cosine_schedule(optimizer, args, steps_per_epoch):
-    """Linear warm-up for --warmup-epochs, then cosine from --lr down to --min-lr, per optimizer step."""
-    total = max(1, args.epochs * steps_per_epoch)
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-    floor = args.min_lr / args.lr if args.lr > 0 else 0.0
+def cosine_schedule(optimizer, args, batches_per_epoch):
+    """Upstream's schedule: transformers' cosine with linear warm-up over int(epochs × batches /
+    accumulation) optimizer steps, decaying to 0 (upstream parses --min-lr but never uses it)."""
+    from transformers import get_scheduler
 
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    steps_per_epoch = batches_per_epoch / args.gradient_accumulation_steps
+    return get_scheduler("cosine", optimizer, num_warmup_steps=int(args.warmup_epochs * steps_per_epoch),
+                         num_training_steps=int(args.epochs * steps_per_epoch))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def wants_sync_batchnorm(args):
+    """Upstream converts BatchNorm to SyncBatchNorm when several ranks train, so the statistics span the
+    global batch. torch has SyncBatchNorm kernels for CUDA only: CPU (gloo) runs keep BatchNorm."""
+    return args.distributed and args.device.type == "cuda"
+
+
+def sync_batchnorm(model, args):
+    """The model with SyncBatchNorm where upstream would use it (same parameters, buffers and keys)."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if wants_sync_batchnorm(args) else model

@@ -296,3 +296,13 @@ class DescriptionLoader:
         self._reported.add(path)
         self.problems += [(str(path), reason) for reason in reasons]
         logger.warning(message, path, "; ".join(reasons))
+
+
+def open_description_loader(desc_root, dataset, phase):
+    """The split's DescriptionLoader, or None (warned) when the dataset has no description folder."""
+    folder = find_description_dir(desc_root, dataset)
+    if folder is None:
+        logger.warning("no description folder for %s under %s: every %s sample trains as "
+                       "'no descriptions' (run pre_training_checklist.py)", dataset, desc_root, phase)
+        return None
+    return DescriptionLoader(folder, phase=phase)

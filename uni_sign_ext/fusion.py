@@ -119,3 +119,23 @@ def withhold_descriptions(src_input):
     withheld["has_description"] = torch.zeros_like(src_input["has_description"])
     withheld["desc_video_texts"] = torch.full_like(src_input["desc_video_texts"], -1)
     return withheld
+
+
+class GateStats:
+    """Mean gate on described vs undescribed real frames."""
+
+    def __init__(self):
+        self.sums = torch.zeros(2, dtype=torch.float64)
+        self.counts = torch.zeros(2, dtype=torch.float64)
+
+    def add(self, out, attention_mask):
+        gate = out["gate"].squeeze(-1).double().cpu()
+        has = out["has_description"].double().cpu()
+        real = attention_mask.bool().cpu()
+        for i, selected in enumerate([(has > 0.5) & real, (has <= 0.5) & real]):
+            self.sums[i] += gate[selected].sum()
+            self.counts[i] += selected.sum()
+
+    def means(self):
+        described, undescribed = (self.sums / self.counts.clamp(min=1)).tolist()
+        return {"gate_described": described, "gate_undescribed": undescribed}

@@ -1,0 +1,103 @@
+"""Training set-up as upstream does it: SyncBatchNorm decision, train sampler and full batches, LR schedule."""
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+from conftest import parse_args
+from uni_sign_ext.deepspeed_setup import cosine_schedule, sync_batchnorm, wants_sync_batchnorm
+
+
+@pytest.mark.parametrize("distributed,device,expected", [
+    (True, "cuda", True), (False, "cuda", False), (True, "cpu", False), (False, "cpu", False)])
+def test_sync_batchnorm_only_for_several_cuda_ranks(distributed, device, expected):
+    assert wants_sync_batchnorm(SimpleNamespace(distributed=distributed, device=torch.device(device))) is expected
+
+
+def test_sync_batchnorm_conversion_keeps_keys_values_and_shared_hands(tiny_mt5):
+    from models import Uni_Sign
+
+    torch.manual_seed(0)
+    model = Uni_Sign(parse_args("--mt5_path", tiny_mt5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cpu = SimpleNamespace(distributed=True, device=torch.device("cpu"))
+    assert sync_batchnorm(model, cpu) is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+
+    converted = sync_batchnorm(model, SimpleNamespace(distributed=True, device=torch.device("cuda")))
+    kinds = [type(m) for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert kinds and set(kinds) == {torch.nn.SyncBatchNorm}
+    after = converted.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert converted.gcn_modules["left"] is converted.gcn_modules["right"]
+
+
+def schedule_lrs(batches, steps, **flags):
+    argv = [item for key, value in flags.items() for item in (f"--{key}", str(value))]
+    args = parse_args("--lr", "1.0", *argv)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.lr)
+    schedule = cosine_schedule(optimizer, args, batches)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return lrs
+
+
+def test_lr_schedule_is_upstreams_cosine_over_truncated_optimizer_steps():
+    # 10 batches, accumulation 3, 2 epochs: upstream plans int(2 * 10 / 3) = 6 optimizer steps.
+    lrs = schedule_lrs(10, 7, **{"gradient-accumulation-steps": 3, "epochs": 2})
+    assert lrs[0] == 1.0 and lrs[3] == pytest.approx(0.5) and lrs[6] == 0.0  # to 0, not --min-lr
+    # warm-up: int(1 * 10 / 2) = 5 steps rising linearly from 0, then the cosine over the other 5
+    warm = schedule_lrs(10, 11, **{"gradient-accumulation-steps": 2, "epochs": 2, "warmup-epochs": 1})
+    assert warm[:6] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert warm[10] == 0.0
+
+
+@pytest.fixture
+def process_group():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_train_loader_shuffles_like_upstream_and_drops_the_last_partial_batch(world_root, process_group):
+    import fine_tuning
+
+    args = parse_args("--dataset", "CSL_Daily", "--batch-size", "5", "--num_workers", "0", "--seed", "3")
+    loader = fine_tuning.build_loader(args, "train")
+    dataset = loader.dataset
+    assert len(dataset) == 12 and len(loader) == 2  # 12 samples, batches of 5: the last 2 are dropped
+    for epoch in (0, 1):
+        upstream = DistributedSampler(dataset, shuffle=True)  # upstream's sampler: seed 0, not --seed
+        upstream.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        expected = [dataset.names[i] for i in list(upstream)[:10]]
+        assert [name for src, _ in loader for name in src["name_batch"]] == expected
+    dev = fine_tuning.build_loader(args, "dev")
+    assert [n for src, _ in dev for n in src["name_batch"]] == dev.dataset.names  # in order, all kept
+
+
+def test_too_few_training_samples_for_one_full_batch_is_a_clear_error(mini_world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(os.environ, UNISIGN_ROOT=str(mini_world), OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    proc = subprocess.run([sys.executable, str(REPO / "fine_tuning.py"), "--batch-size", "13", "--num_workers", "0",
+                           "--dtype", "fp32", "--output_dir", str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "12 training samples over 1 rank(s) fill no batch of --batch-size 13" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,5 @@
+import sys
+
+from uni_sign_ext.patches import main
+
+sys.exit(main())
