@@ -180,3 +180,18 @@ def test_checklist_json_stays_json_when_a_flag_does_not_parse(capsys):
     assert code == 1 and not report["ok"]
     assert report["checks"] == [{"name": "flags", "status": "fail", "fix": "fix the flag (see --help)",
                                  "detail": "argument --max_length: invalid int value: 'many'"}]
+
+
+@pytest.mark.parametrize("saved,flags,status,text", [
+    ("gating", ["--use_descriptions", "--text_fusion_type", "cross_attn"], "fail", "pass --text_fusion_type gating"),
+    ("cross_attn", ["--use_descriptions"], "fail", "pass --text_fusion_type cross_attn"),
+    ("gating", [], "fail", "add --use_descriptions --text_fusion_type gating"),
+    (None, ["--use_descriptions", "--eval"], "warn", "evaluate a checkpoint trained with --use_descriptions"),
+    ("gating", ["--use_descriptions"], "pass", ""),
+])
+def test_checklist_compares_the_checkpoint_with_the_architecture_flags(tmp_path, saved, flags, status, text):
+    path = tmp_path / "ckpt.pth"
+    state = TinyModel(saved).state_dict() if saved else {"proj.weight": torch.zeros(1)}
+    torch.save({"model": state}, path)
+    check = checklist.check_finetune_fusion(parse_args("--finetune", str(path), *flags))
+    assert check.status == status and text in check.fix

@@ -259,6 +259,8 @@ def check_flags(args):
         checks.append(Check("flags", FAIL, "--offload needs ZeRO stage 1, 2 or 3", "pass --zero_stage 2"))
     if args.finetune and not os.path.isfile(args.finetune):
         checks.append(Check("flags", FAIL, f"--finetune {args.finetune} does not exist", "fix the path"))
+    elif args.finetune:
+        checks.append(check_finetune_fusion(args))
     if args.fusion_checkpoint and not os.path.isfile(args.fusion_checkpoint):
         checks.append(Check("flags", FAIL, f"--fusion_checkpoint {args.fusion_checkpoint} does not exist",
                             "fix the path"))
@@ -266,6 +268,32 @@ def check_flags(args):
         checks.append(Check("flags", WARN, "--eval without --finetune evaluates untrained pose weights",
                             "pass --finetune CHECKPOINT"))
     return checks or [Check("flags", PASS, "flag combination is usable")]
+
+
+def check_finetune_fusion(args):
+    """The checkpoint's fusion weights fit --use_descriptions / --text_fusion_type (keys only: memory-mapped)."""
+    import torch
+
+    from uni_sign_ext.checkpoint import fusion_kind
+
+    name = "checkpoint architecture"
+    try:
+        state = torch.load(args.finetune, map_location="cpu", weights_only=True, mmap=True)["model"]
+        kind = fusion_kind(state)
+    except Exception as exc:
+        return Check(name, FAIL, f"--finetune {args.finetune} is not a readable {{'model': state_dict}} "
+                                 f"checkpoint ({type(exc).__name__}: {exc})", "pass the right file")
+    if kind and not args.use_descriptions:
+        return Check(name, FAIL, f"--finetune {args.finetune} holds {kind} fusion weights",
+                     f"add --use_descriptions --text_fusion_type {kind}")
+    if kind and kind != args.text_fusion_type:
+        return Check(name, FAIL, f"--finetune {args.finetune} holds {kind} fusion weights, not "
+                                 f"{args.text_fusion_type}", f"pass --text_fusion_type {kind}")
+    if args.use_descriptions and not kind:
+        return Check(name, WARN, f"--finetune {args.finetune} has no fusion weights: the fusion starts fresh "
+                                 "(identity at step 0)", "" if not args.eval else
+                     "evaluate a checkpoint trained with --use_descriptions")
+    return Check(name, PASS, f"--finetune {args.finetune} fits the architecture flags")
 
 
 def check_output_folders(args):

@@ -39,6 +39,14 @@ def read_state_dict(path):
 ARCHITECTURE_FLAGS = "--hidden_dim, --mt5_path, --use_descriptions, --text_fusion_type"
 
 
+def fusion_kind(keys):
+    """The --text_fusion_type a state dict's keys were made by, or None without fusion weights."""
+    fusion = [k for k in keys if k.startswith(FUSION_PREFIX)]
+    if not fusion:
+        return None
+    return "cross_attn" if any(k.startswith(FUSION_PREFIX + "cross_attn.") for k in fusion) else "gating"
+
+
 def check_architecture(model, state, path):
     """Refuse, before loading anything, a checkpoint trained with other architecture flags (a partly
     matching fusion, gating weights under --text_fusion_type cross_attn, would leave random weights;
@@ -50,7 +58,7 @@ def check_architecture(model, state, path):
         raise CheckpointError(f"{path} holds description-fusion weights ({FUSION_PREFIX}*): load it "
                               "with --use_descriptions (and the same --text_fusion_type).")
     if theirs and theirs != ours:
-        kind = "cross_attn" if any(".cross_attn." in k for k in theirs) else "gating"
+        kind = fusion_kind(theirs)
         ours_kind = getattr(getattr(model, "text_fusion", None), "fusion_type", "of this run")
         raise CheckpointError(f"{path} holds {kind} fusion weights, which do not fit --text_fusion_type "
                               f"{ours_kind}: pass --text_fusion_type "
