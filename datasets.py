@@ -20,18 +20,27 @@ MISSING_NAMES_SHOWN = 5
 
 
 @dataclass
-class Replaced:
-    """A training item that stands in for samples whose pose files were skipped."""
-    item: tuple
-    skipped: list
-
-
-@dataclass
 class SkippedSample:
     """A sample whose pose file could not be used; counted and reported, never silently dropped."""
     name: str
     path: str
     reason: str
+
+
+@dataclass
+class SampleWarning:
+    """Something suspicious but usable about a sample (NaN keypoints, descriptions beyond the clip…)."""
+    name: str
+    reason: str
+
+
+@dataclass
+class Flagged:
+    """An item with problems to count: samples it stands in for (training replaces skipped samples by
+    the next good one), and warnings about the item itself."""
+    item: tuple
+    skipped: list
+    warnings: list
 
 
 def pose_folder(args, label_path):
@@ -52,13 +61,20 @@ class S2T_Dataset(Dataset):
         self.phase = phase
         self.max_length = args.max_length
         self.pose_dir = pose_folder(args, path)
-        labels = load_labels(path, args.dataset, phase)
+        label_set = load_labels(path, args.dataset, phase)
+        labels = label_set.entries
         available = set(os.listdir(self.pose_dir)) if os.path.isdir(self.pose_dir) else set()
         self.missing_pose = [n for n, e in labels.items() if pose_file_name(e["video_path"]) not in available]
         if self.missing_pose:
             logger.warning("%s: %d of %d labelled samples have no pose file in %s and are skipped "
                            "(e.g. %s)", path, len(self.missing_pose), len(labels), self.pose_dir,
                            ", ".join(self.missing_pose[:MISSING_NAMES_SHOWN]))
+        if label_set.skipped:
+            logger.warning("%s: %d unusable label entries skipped (e.g. %s)", path, len(label_set.skipped),
+                           "; ".join(f"{n}: {r}" for n, r in list(label_set.skipped.items())[:MISSING_NAMES_SHOWN]))
+        # Every labelled sample is either here, or in `rejected` (name → reason), or skipped later: none is lost.
+        self.rejected = dict(label_set.skipped, **{n: "no pose file" for n in self.missing_pose})
+        self.label_warnings = label_set.warnings
         missing = set(self.missing_pose)
         self.labels = {n: e for n, e in labels.items() if n not in missing}
         self.names = list(self.labels)
@@ -67,6 +83,22 @@ class S2T_Dataset(Dataset):
             from uni_sign_ext.descriptions import open_description_loader
 
             self.description_loader = open_description_loader(args.desc_dir, args.dataset, phase)
+        self.setup_warnings = self._setup_warnings()
+
+    def _setup_warnings(self):
+        """Problems found once at start: description layout, description files of no labelled sample."""
+        if self.description_loader is None:
+            return []
+        from uni_sign_ext.descriptions import sample_key
+
+        problems = list(self.description_loader.layout_problems)
+        labelled = {sample_key(n) for n in self.names} | {sample_key(n) for n in self.rejected}
+        unknown = sorted(self.description_loader.phase_sample_ids() - labelled)
+        if unknown:
+            problems.append(f"{len(unknown)} description files in the {self.phase} folder match no {self.phase} "
+                            f"label (e.g. {', '.join(unknown[:MISSING_NAMES_SHOWN])}): check their names")
+            logger.warning("%s", problems[-1])
+        return problems
 
     def _frame_rng(self, index):
         """Training samples long videos' frames from the global stream; evaluation from a stream seeded
@@ -77,34 +109,42 @@ class S2T_Dataset(Dataset):
         return len(self.names)
 
     def __getitem__(self, index):
-        item = self._load(index)
-        if self.phase != "train" or not isinstance(item, SkippedSample):
+        item, warnings = self._load(index)
+        skipped = []
+        if self.phase == "train" and isinstance(item, SkippedSample):
+            # In training a bad file is replaced by the next good sample, so every rank keeps its batch
+            # size (ranks must step together); the skip still travels with the batch to be counted.
+            skipped = [item]
+            for step in range(1, len(self.names)):
+                item, warnings = self._load((index + step) % len(self.names))
+                if not isinstance(item, SkippedSample):
+                    break
+                skipped.append(item)
+            else:
+                raise RuntimeError(f"no usable pose file among the {len(self.names)} samples in {self.pose_dir}")
+        if isinstance(item, SkippedSample) or not (skipped or warnings):
             return item
-        # In training a bad file is replaced by the next good sample, so every rank keeps its batch
-        # size (ranks must step together); the skip still travels with the batch to be counted.
-        skipped = [item]
-        for step in range(1, len(self.names)):
-            item = self._load((index + step) % len(self.names))
-            if not isinstance(item, SkippedSample):
-                return Replaced(item, skipped)
-            skipped.append(item)
-        raise RuntimeError(f"no usable pose file among the {len(self.names)} samples in {self.pose_dir}")
+        return Flagged(item, skipped, warnings)
 
     def _load(self, index):
+        """→ (item or SkippedSample, [SampleWarning])."""
         name = self.names[index]
         entry = self.labels[name]
         path = os.path.join(self.pose_dir, pose_file_name(entry["video_path"]))
         try:
-            parts, frames = load_pose_sample(path, self.max_length, self._frame_rng(index))
+            sample = load_pose_sample(path, self.max_length, self._frame_rng(index))
         except PoseFileError as exc:
-            return SkippedSample(name, exc.path, exc.reason)
-        pose = {part: torch.from_numpy(parts[part]) for part in PARTS}
+            return SkippedSample(name, exc.path, exc.reason), []
+        reasons = sample.warnings + ([self.label_warnings[name]] if name in self.label_warnings else [])
+        pose = {part: torch.from_numpy(sample.parts[part]) for part in PARTS}
         item = (name, pose, entry["text"], entry["gloss"], {})
         if self.args.use_descriptions:
             from uni_sign_ext.alignment import aligned_sample_descriptions
 
-            item += (aligned_sample_descriptions(self.description_loader, name, frames),)
-        return item
+            descriptions = aligned_sample_descriptions(self.description_loader, name, sample.frames, sample.clip_end)
+            item += (descriptions,)
+            reasons += descriptions[2]
+        return item, [SampleWarning(name, reason) for reason in reasons]
 
     def collate_fn(self, batch):
         return collate(batch, self.args.use_descriptions)
@@ -116,12 +156,13 @@ def _pad_repeat_last(x, length):
 
 
 def collate(batch, use_descriptions=False):
-    skipped, items = [], []
+    skipped, warnings, items = [], [], []
     for b in batch:
         if isinstance(b, SkippedSample):
             skipped.append(b)
-        elif isinstance(b, Replaced):
+        elif isinstance(b, Flagged):
             skipped.extend(b.skipped)
+            warnings.extend(b.warnings)
             items.append(b.item)
         else:
             items.append(b)
@@ -134,6 +175,7 @@ def collate(batch, use_descriptions=False):
     src_input["name_batch"] = [b[0] for b in batch]
     src_input["src_length_batch"] = lengths
     src_input["skipped"] = skipped
+    src_input["warnings"] = warnings
     tgt_input = {"gt_sentence": [b[2] for b in batch], "gt_gloss": [b[3] for b in batch]}
     if use_descriptions:
         from uni_sign_ext.alignment import collate_descriptions

@@ -19,10 +19,13 @@ from datasets import S2T_Dataset
 from models import Uni_Sign
 from uni_sign_ext import resume, run_log
 from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
+from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
 from uni_sign_ext.cli import check_description_args, check_run_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
 from uni_sign_ext.distributed_eval import ShardedBatchSampler, broadcast_buffers, gather_ordered, union_over_ranks
 from uni_sign_ext.fusion import GateStats, format_gate, withhold_descriptions
+from uni_sign_ext.guards import (check_numeric_flags, exit_on_user_error, loss_is_usable,
+                                 refuse_nonfinite_model)
 from uni_sign_ext.metrics import evaluate_translations
 
 logger = logging.getLogger("fine_tuning")
@@ -86,27 +89,31 @@ def prepare_batch(src_input, args, provider):
 
 
 class ProblemLog:
-    """Samples skipped for bad pose files and malformed description files, each counted once however
-    many ranks (or replacement chains, or padded repeats of the sampler) met it."""
+    """Samples skipped for bad pose files, malformed description files, and warnings about usable samples
+    (NaN keypoints, descriptions beyond the clip, empty targets…), each counted once however many ranks
+    (or replacement chains, or padded repeats of the sampler) met it."""
 
     def __init__(self):
-        self.skipped, self.descriptions = {}, {}
+        self.skipped, self.descriptions, self.warnings = {}, {}, {}
 
     def add(self, src_input):
         self.skipped.update((sample.name, sample) for sample in src_input["skipped"])
         self.descriptions.update(src_input.get("desc_problems", []))
+        self.warnings.update(((w.name, w.reason), w) for w in src_input.get("warnings", []))
 
     def report(self, what):
-        """Log the totals over all ranks (and this rank's first cases); returns the two totals."""
-        skipped, descriptions = union_over_ranks(self.skipped), union_over_ranks(self.descriptions)
+        """Log the totals over all ranks (and this rank's first cases); returns the three totals."""
+        totals = [len(union_over_ranks(found)) for found in (self.skipped, self.descriptions, self.warnings)]
         for sample in list(self.skipped.values())[:PROBLEMS_SHOWN]:
             logger.warning("skipped %s: %s (%s)", sample.name, sample.path, sample.reason)
         for path, reason in list(self.descriptions.items())[:PROBLEMS_SHOWN]:
             logger.warning("malformed description file %s: %s (used as 'no descriptions')", path, reason)
-        if skipped or descriptions:
-            log("%s: %d samples skipped for unusable pose files, %d malformed description files",
-                what, len(skipped), len(descriptions))
-        return len(skipped), len(descriptions)
+        for warning in list(self.warnings.values())[:PROBLEMS_SHOWN]:
+            logger.warning("sample %s: %s", warning.name, warning.reason)
+        if any(totals):
+            log("%s: %d samples skipped for unusable pose files, %d malformed description files, "
+                "%d warnings about usable samples", what, *totals)
+        return tuple(totals)
 
 
 def train_one_epoch(engine, loader, epoch, args, provider):
@@ -114,11 +121,14 @@ def train_one_epoch(engine, loader, epoch, args, provider):
     engine.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
-    problems, losses, lrs, start = ProblemLog(), [], [], time.time()
+    problems, losses, lrs, start, nonfinite = ProblemLog(), [], [], time.time(), 0
     steps = len(loader) if not args.quick_break else min(len(loader), args.quick_break)
     for step, (src_input, tgt_input) in enumerate(loader):
         problems.add(src_input)
         out = engine(prepare_batch(src_input, args, provider), tgt_input)
+        if not loss_is_usable(out["loss"], src_input["name_batch"], epoch, step, args):
+            nonfinite += 1
+            continue
         engine.backward(out["loss"])
         engine.step()
         losses.append(out["loss"].item())
@@ -129,7 +139,9 @@ def train_one_epoch(engine, loader, epoch, args, provider):
                 engine.get_lr()[0], time.time() - start)
         if step + 1 >= steps:
             break
-    skipped, _ = problems.report(f"epoch {epoch}")
+    skipped, _, _ = problems.report(f"epoch {epoch}")
+    if nonfinite:
+        log("epoch %d: %d steps skipped for a NaN/inf loss (--nonfinite_loss skip)", epoch, nonfinite)
     return {"loss": sum(losses) / max(1, len(losses)), "lr": sum(lrs) / max(1, len(lrs)),
             "skipped_pose_files": skipped}
 
@@ -224,7 +236,8 @@ def save_checkpoint(engine, args, path):
     else:
         state = engine.module.state_dict()
     if utils.is_main_process():
-        torch.save({"model": state}, path)
+        refuse_nonfinite_model(state, path, args.output_dir)
+        atomic_torch_save({"model": state}, path)
         log("saved %s", path)
 
 
@@ -232,13 +245,16 @@ def main(args):
     utils.check_supported(args)
     check_description_args(args)
     check_run_args(args)
+    check_numeric_flags(args)
     if args.sched != "cosine":
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     utils.init_distributed_mode(args)
     utils.set_seed(args.seed)  # the same seed on every rank, as upstream
     if args.output_dir:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        check_writable_dir(args.output_dir, "--output_dir")
+    if args.use_descriptions and args.feature_cache_dir:
+        check_writable_dir(args.feature_cache_dir, "--feature_cache_dir")
 
     train_loader = None if args.eval else build_loader(args, "train")
     if train_loader is not None and len(train_loader) == 0:
@@ -307,4 +323,5 @@ def resume_point(engine, args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser("Uni-Sign fine-tuning", parents=[utils.get_args_parser()])
-    main(parser.parse_args())
+    with exit_on_user_error():
+        main(parser.parse_args())

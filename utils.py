@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 import config
 from uni_sign_ext.cli import add_description_args, add_run_args
+from uni_sign_ext.guards import add_guard_args
 
 DATASETS = ["CSL_News", "CSL_Daily", "WLASL", "How2Sign", "OpenASL"]
 TASKS = ["SLT", "ISLR", "CSLR"]
@@ -61,6 +62,7 @@ def get_args_parser():
                         help="Hugging Face mT5 folder (config, weights, spiece.model)")
     add_description_args(parser, config.description_root, config.feature_cache_dir)
     add_run_args(parser)
+    add_guard_args(parser)
     return parser
 
 

@@ -134,13 +134,15 @@ def test_bad_description_files_are_reported_and_train_without(broken_world):
 
 
 def test_problem_log_reports_counts(capsys, caplog):
-    from datasets import SkippedSample
+    from datasets import SampleWarning, SkippedSample
 
     log = ProblemLog()
     log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames")], "desc_problems": [("/d/b.json", "not JSON")]})
     log.add({"skipped": [SkippedSample("c", "/x/c.pkl", "unreadable pickle")]})
-    log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames")], "desc_problems": [("/d/b.json", "not JSON")]})
-    assert log.report("epoch 3") == (2, 1)  # met twice (another rank, a replacement chain): counted once
-    assert "epoch 3: 2 samples skipped for unusable pose files, 1 malformed description files" \
+    log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames")], "desc_problems": [("/d/b.json", "not JSON")],
+             "warnings": [SampleWarning("d", "3 frames with NaN keypoints"), SampleWarning("d", "empty target")]})
+    log.add({"skipped": [], "warnings": [SampleWarning("d", "empty target")]})
+    assert log.report("epoch 3") == (2, 1, 2)  # met twice (another rank, a replacement chain): counted once
+    assert "epoch 3: 2 samples skipped for unusable pose files, 1 malformed description files, 2 warnings" \
         in capsys.readouterr().out
     assert "/x/a.pkl" in caplog.text and "/d/b.json" in caplog.text

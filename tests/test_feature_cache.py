@@ -119,7 +119,7 @@ def test_save_load_round_trip_is_exact_and_atomic(tmp_path):
     loaded = FeatureCache.load(path, "f" * 64)
     assert loaded.texts == cache.texts and torch.equal(loaded.features, cache.features)
     assert loaded.features.dtype == torch.float32 and loaded.encoder_path == "/models/enc"
-    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
+    assert sorted(os.listdir(path.parent)) == [path.name, path.name + ".lock"]  # no temporary file left behind
     assert path.stat().st_size < 1.2 * 1001 * 16 * 4 + 50_000
 
 
@@ -135,7 +135,7 @@ def test_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         small_cache(rows=5).save(path)
 
-    assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == [path.name, path.name + ".lock"]
 
 
 def test_a_cache_of_another_fingerprint_is_stale(tmp_path):
@@ -269,7 +269,7 @@ def test_another_encoder_with_the_same_folder_name_is_not_stale(mt5_dir, tmp_pat
 
     assert len(TextFeatureProvider(mt5_dir, cache_dir=cache_dir, dataset="ds").cache) == 6
     assert len(TextFeatureProvider(str(other), cache_dir=cache_dir, dataset="ds").cache) == 2
-    assert len(list(Path(cache_dir).iterdir())) == 2
+    assert len(list(Path(cache_dir).glob("*.pt"))) == 2
 
 
 def test_a_corrupt_cache_file_is_named_not_used(mt5_dir, tmp_path):

@@ -120,7 +120,8 @@ def test_load_pose_sample_uses_start_end_and_returns_original_indices(tmp_path):
     kps[:, :, 0] = np.arange(30)[:, None] * 10 + np.arange(133)[None] % 7
     kps[:, :, 1] = np.arange(133)[None] % 5 * 10
     write_pose(tmp_path / "a.pkl", kps, scores, start=10, end=20)
-    parts, frames = load_pose_sample(tmp_path / "a.pkl", max_length=256)
+    parts, frames, clip_end, warnings = load_pose_sample(tmp_path / "a.pkl", max_length=256)
+    assert clip_end == 20 and warnings == []
     np.testing.assert_array_equal(frames, np.arange(10, 20))
     assert parts["body"].shape == (10, 9, 3)
     direct = normalise_parts(kps[10:20], scores[10:20])

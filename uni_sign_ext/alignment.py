@@ -114,18 +114,20 @@ def collate_aligned(items, max_len):
             "has_description": has, "desc_video_texts": video_texts}
 
 
-def aligned_sample_descriptions(loader, name, frames):
-    """One sample's descriptions aligned to its sampled frames → (AlignedDescriptions, problem or None).
+def aligned_sample_descriptions(loader, name, frames, clip_end=None):
+    """One sample's descriptions aligned to its sampled frames → (AlignedDescriptions, problem or None,
+    [warnings about the file's entries]); with `clip_end`, descriptions beyond the clip are dropped.
 
     `loader` may be None (no description folder): the sample then has no descriptions.
     """
-    descriptions, metadata = loader.load(name) if loader is not None else ({}, {})
+    descriptions, metadata, warnings = loader.read(name, clip_end) if loader is not None else ({}, {}, [])
     problem = (metadata["path"], metadata["error"]) if "error" in metadata else None
-    return align_descriptions(descriptions, frames), problem
+    warnings = [f"description file {metadata['path']}: {w}" for w in warnings]
+    return align_descriptions(descriptions, frames), problem, warnings
 
 
 def collate_descriptions(entries, max_len):
     """The batch fields for a list of aligned_sample_descriptions() results (plus the problems seen)."""
-    fields = collate_aligned([aligned for aligned, _ in entries], max_len)
-    fields["desc_problems"] = [problem for _, problem in entries if problem is not None]
+    fields = collate_aligned([entry[0] for entry in entries], max_len)
+    fields["desc_problems"] = [entry[1] for entry in entries if entry[1] is not None]
     return fields

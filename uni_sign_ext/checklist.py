@@ -11,7 +11,7 @@ from importlib import metadata
 PASS, WARN, FAIL = "pass", "warn", "fail"
 PACKAGES = ("torch", "transformers", "deepspeed", "sentencepiece", "sacrebleu", "rouge", "numpy")
 NAMES_SHOWN = 5
-ALIGNMENT_SAMPLE_VIDEOS = 50
+POSE_FILES_LOADED = 50  # per split: enough to catch a broken extraction, bounded whatever the dataset's size
 
 
 @dataclass
@@ -79,46 +79,106 @@ def label_paths(args):
 
 
 def check_labels_and_poses(args):
-    """Each split's labels parse, and every labelled sample has its pose file."""
+    """Each split's labels parse, every labelled sample has its pose file, and a sample of them loads.
+
+    → (checks, {split: SplitSample}); a split whose labels are unusable is reported as such, never as
+    missing poses.
+    """
     from datasets import pose_file_name, pose_folder
     from uni_sign_ext.labels import LabelFileError, load_labels
 
     checks, splits = [], {}
     for split, path in label_paths(args).items():
         try:
-            labels = load_labels(path, args.dataset, split)
+            label_set = load_labels(path, args.dataset, split)
         except LabelFileError as exc:
             checks.append(Check(f"labels {split}", FAIL, str(exc), "check config.py's label paths or UNISIGN_ROOT"))
             continue
+        labels = label_set.entries
         checks.append(Check(f"labels {split}", PASS, f"{path}: {len(labels)} samples"))
+        if label_set.skipped:
+            checks.append(Check(f"label entries {split}", WARN, f"{len(label_set.skipped)} unusable entries will be "
+                                f"skipped: {_examples(label_set.skipped)}", "fix those entries in the label file"))
+        if label_set.warnings:
+            checks.append(Check(f"label targets {split}", WARN, f"{len(label_set.warnings)} suspicious entries: "
+                                f"{_examples(label_set.warnings)}", "check the target sentences"))
         folder = pose_folder(args, path)
-        present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        try:
+            present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        except OSError as exc:
+            present = set()
+            checks.append(Check(f"pose folder {split}", FAIL, f"{folder}: unreadable ({exc})", "fix its permissions"))
         missing = [n for n, e in labels.items() if pose_file_name(e["video_path"]) not in present]
-        if not labels or len(missing) == len(labels):
-            checks.append(Check(f"poses {split}", FAIL, f"no pose files for {split} in {folder}",
-                                "check config.pose_dirs / UNISIGN_ROOT and the pose extraction"))
-        elif missing:
+        if len(missing) == len(labels):
+            checks.append(Check(f"poses {split}", FAIL, f"none of the {len(labels)} {split} samples has a pose file "
+                                f"in {folder}", "check config.pose_dirs / UNISIGN_ROOT and the pose extraction"))
+            continue
+        if missing:
             checks.append(Check(f"poses {split}", WARN, f"{len(missing)} of {len(labels)} labelled samples have "
                                 f"no pose file in {folder} and will be skipped (e.g. {', '.join(missing[:NAMES_SHOWN])})",
                                 "extract the missing poses, or accept the skip"))
         else:
             checks.append(Check(f"poses {split}", PASS, f"all {len(labels)} samples have a pose file in {folder}"))
-        splits[split] = (labels, folder)
+        with_pose = {n: e for n, e in labels.items() if n not in set(missing)}
+        sample = load_pose_sample_of(args, with_pose, folder)
+        checks.append(pose_loading_check(split, sample))
+        splits[split] = (labels, sample)
     return checks, splits
 
 
+def _examples(problems):
+    return "; ".join(f"{name}: {reason}" for name, reason in list(problems.items())[:NAMES_SHOWN])
+
+
+def load_pose_sample_of(args, labels, folder):
+    """Load up to POSE_FILES_LOADED pose files (chosen with a fixed seed) as training would:
+    → {name: PoseSample or PoseFileError}."""
+    from datasets import pose_file_name
+    from uni_sign_ext.pose import PoseFileError, load_pose_sample
+
+    rng = random.Random(0)
+    loaded = {}
+    for name in rng.sample(sorted(labels), min(POSE_FILES_LOADED, len(labels))):
+        try:
+            loaded[name] = load_pose_sample(os.path.join(folder, pose_file_name(labels[name]["video_path"])),
+                                            args.max_length, rng)
+        except PoseFileError as exc:
+            loaded[name] = exc
+    return loaded
+
+
+def pose_loading_check(split, sample):
+    from uni_sign_ext.pose import PoseFileError
+
+    bad = {n: r.reason for n, r in sample.items() if isinstance(r, PoseFileError)}
+    warned = {n: "; ".join(r.warnings) for n, r in sample.items() if not isinstance(r, PoseFileError) and r.warnings}
+    name = f"pose files {split}"
+    if len(bad) == len(sample):
+        return Check(name, FAIL, f"none of the {len(sample)} pose files tried loads: {_examples(bad)}",
+                     "re-extract the poses (pickles of keypoints (N,1,133,2) and scores (N,1,133))")
+    if bad or warned:
+        return Check(name, WARN, f"of {len(sample)} pose files loaded, {len(bad)} are unusable and will be skipped"
+                     f"{': ' + _examples(bad) if bad else ''}; {len(warned)} have NaN/inf values"
+                     f"{': ' + _examples(warned) if warned else ''}", "re-extract the files named")
+    return Check(name, PASS, f"{len(sample)} pose files loaded as training would, all usable")
+
+
 def check_descriptions(args, splits):
-    from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir
+    from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir, sample_key
+    from uni_sign_ext.pose import PoseFileError
 
     folder = find_description_dir(args.desc_dir, args.dataset)
     if folder is None:
         return [Check("description folder", FAIL, f"no folder for {args.dataset} under {args.desc_dir}",
                       f"put descriptions in {os.path.join(args.desc_dir, args.dataset)}/ or pass --desc_dir")]
     checks = [Check("description folder", PASS, str(folder))]
-    problems = {}
-    for split, (labels, pose_dir) in splits.items():
+    problems, layout = {}, []
+    labelled = {sample_key(n) for labels, _ in splits.values() for n in labels}
+    for split, (labels, poses) in splits.items():
         loader = DescriptionLoader(folder, phase=split)
-        loaded = {name: loader.load(name)[0] for name in labels}
+        layout += [p for p in loader.layout_problems if p not in layout]
+        clip_ends = {n: p.clip_end for n, p in poses.items() if not isinstance(p, PoseFileError)}
+        loaded = {name: loader.load(name, clip_ends.get(name))[0] for name in labels}
         problems.update(dict(loader.problems))
         described = sum(1 for d in loaded.values() if d)
         share = described / max(1, len(labels))
@@ -126,7 +186,14 @@ def check_descriptions(args, splits):
         checks.append(Check(f"descriptions {split}", status,
                             f"{described} of {len(labels)} samples ({share:.0%}) have descriptions",
                             "" if described else "check the file names match the label names"))
-        checks.append(alignment_coverage(args, split, labels, pose_dir, loaded))
+        checks.append(alignment_coverage(split, poses, loaded))
+    unknown = sorted(DescriptionLoader(folder).sample_ids() - labelled)
+    if unknown:
+        layout.append(f"{len(unknown)} description files match no labelled sample of any split "
+                      f"(e.g. {', '.join(unknown[:NAMES_SHOWN])})")
+    if layout:
+        checks.append(Check("description layout", WARN, "; ".join(layout),
+                            "rename or remove the files named: they are not used as you may expect"))
     if problems:
         listing = "; ".join(f"{path}: {reason}" for path, reason in sorted(problems.items()))
         checks.append(Check("description files", WARN, f"{len(problems)} files with problems (they train as "
@@ -137,28 +204,23 @@ def check_descriptions(args, splits):
     return checks
 
 
-def alignment_coverage(args, split, labels, pose_dir, loaded):
-    """Share of sampled frames that are exact / interpolated / without text, on a sample of videos."""
-    from datasets import pose_file_name
+def alignment_coverage(split, poses, loaded):
+    """Share of sampled frames that are exact / interpolated / without text, on the loaded pose sample."""
     from uni_sign_ext.alignment import align_descriptions
-    from uni_sign_ext.pose import PoseFileError, read_pose_file, sample_frame_indices
+    from uni_sign_ext.pose import PoseFileError
 
-    rng = random.Random(0)
-    names = rng.sample(sorted(labels), min(ALIGNMENT_SAMPLE_VIDEOS, len(labels)))
     exact = interpolated = nearest = none = 0
-    for name in names:
-        try:
-            _, _, start, end = read_pose_file(os.path.join(pose_dir, pose_file_name(labels[name]["video_path"])))
-        except PoseFileError:
+    for name, pose in poses.items():
+        if isinstance(pose, PoseFileError):
             continue
-        plan = align_descriptions(loaded[name], sample_frame_indices(start, end, args.max_length, rng))
+        plan = align_descriptions(loaded[name], pose.frames)
         exact += int((plan.has_description > 0).sum())
         interpolated += int(((plan.left != plan.right) & (plan.left >= 0)).sum())
         nearest += int(((plan.left == plan.right) & (plan.left >= 0) & (plan.has_description == 0)).sum())
         none += int((plan.left < 0).sum())
     total = max(1, exact + interpolated + nearest + none)
     return Check(f"aligned frames {split}", PASS if exact + interpolated + nearest else WARN,
-                 f"on {len(names)} videos: {exact / total:.0%} exact, {interpolated / total:.0%} interpolated, "
+                 f"on {len(poses)} videos: {exact / total:.0%} exact, {interpolated / total:.0%} interpolated, "
                  f"{nearest / total:.0%} nearest, {none / total:.0%} without text")
 
 
@@ -184,10 +246,11 @@ def check_feature_cache(args):
 
 def check_flags(args):
     from uni_sign_ext.cli import check_description_args
+    from uni_sign_ext.guards import check_numeric_flags
     from utils import check_supported
 
     checks = []
-    for check in (check_supported, check_description_args):
+    for check in (check_supported, check_description_args, check_numeric_flags):
         try:
             check(args)
         except SystemExit as exc:
@@ -196,6 +259,8 @@ def check_flags(args):
         checks.append(Check("flags", FAIL, "--offload needs ZeRO stage 1, 2 or 3", "pass --zero_stage 2"))
     if args.finetune and not os.path.isfile(args.finetune):
         checks.append(Check("flags", FAIL, f"--finetune {args.finetune} does not exist", "fix the path"))
+    elif args.finetune:
+        checks.append(check_finetune_fusion(args))
     if args.fusion_checkpoint and not os.path.isfile(args.fusion_checkpoint):
         checks.append(Check("flags", FAIL, f"--fusion_checkpoint {args.fusion_checkpoint} does not exist",
                             "fix the path"))
@@ -205,16 +270,94 @@ def check_flags(args):
     return checks or [Check("flags", PASS, "flag combination is usable")]
 
 
+def check_finetune_fusion(args):
+    """The checkpoint's fusion weights fit --use_descriptions / --text_fusion_type (keys only: memory-mapped)."""
+    import torch
+
+    from uni_sign_ext.checkpoint import fusion_kind
+
+    name = "checkpoint architecture"
+    try:
+        state = torch.load(args.finetune, map_location="cpu", weights_only=True, mmap=True)["model"]
+        kind = fusion_kind(state)
+    except Exception as exc:
+        return Check(name, FAIL, f"--finetune {args.finetune} is not a readable {{'model': state_dict}} "
+                                 f"checkpoint ({type(exc).__name__}: {exc})", "pass the right file")
+    if kind and not args.use_descriptions:
+        return Check(name, FAIL, f"--finetune {args.finetune} holds {kind} fusion weights",
+                     f"add --use_descriptions --text_fusion_type {kind}")
+    if kind and kind != args.text_fusion_type:
+        return Check(name, FAIL, f"--finetune {args.finetune} holds {kind} fusion weights, not "
+                                 f"{args.text_fusion_type}", f"pass --text_fusion_type {kind}")
+    if args.use_descriptions and not kind:
+        return Check(name, WARN, f"--finetune {args.finetune} has no fusion weights: the fusion starts fresh "
+                                 "(identity at step 0)", "" if not args.eval else
+                     "evaluate a checkpoint trained with --use_descriptions")
+    return Check(name, PASS, f"--finetune {args.finetune} fits the architecture flags")
+
+
+def check_output_folders(args):
+    """The folders the run writes to exist or can be made, and are writable (checked, then left as found)."""
+    checks = []
+    folders = [("--output_dir", args.output_dir)]
+    if args.use_descriptions:
+        folders.append(("--feature_cache_dir", args.feature_cache_dir))
+    for flag, folder in folders:
+        if not folder:
+            continue
+        problem = _unwritable(folder)
+        checks.append(Check(f"folder {flag}", FAIL if problem else PASS, problem or f"{folder} is writable",
+                            f"pass a folder you can write to as {flag}" if problem else ""))
+    return checks
+
+
+def _unwritable(folder):
+    """Why no file can be written in `folder` (without creating it), or ''."""
+    import tempfile
+
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{folder}: {existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return ""
+    except OSError as exc:
+        return f"{folder}: cannot write in {existing} ({exc.strerror or exc})"
+
+
+def crashed(name, exc):
+    return Check(name, FAIL, f"the check itself crashed: {type(exc).__name__}: {exc}",
+                 "fix the cause named; please report the crash")
+
+
+def isolated(name, check, *args):
+    """Run one check → a list of Checks; a crash inside it becomes a failed check naming the error,
+    and the report goes on."""
+    try:
+        result = check(*args)
+    except Exception as exc:  # the checklist must always print its report
+        return [crashed(name, exc)]
+    return result if isinstance(result, list) else [result]
+
+
 def run_checks(args):
-    checks = check_packages() + check_gpus(args) + check_flags(args)
-    checks.append(check_mt5(args.mt5_path, "translator"))
-    label_checks, splits = check_labels_and_poses(args)
+    checks = []
+    for name, check, check_args in [("packages", check_packages, ()), ("GPUs", check_gpus, (args,)),
+                                    ("flags", check_flags, (args,)), ("folders", check_output_folders, (args,)),
+                                    ("mT5 (translator)", check_mt5, (args.mt5_path, "translator"))]:
+        checks += isolated(name, check, *check_args)
+    try:
+        label_checks, splits = check_labels_and_poses(args)
+    except Exception as exc:
+        label_checks, splits = [crashed("labels", exc)], {}
     checks += label_checks
     if args.use_descriptions:
         if args.mt5_model and args.mt5_model != args.mt5_path:
-            checks.append(check_mt5(args.mt5_model, "text encoder"))
-        checks += check_descriptions(args, splits)
-        checks.append(check_feature_cache(args))
+            checks += isolated("mT5 (text encoder)", check_mt5, args.mt5_model, "text encoder")
+        checks += isolated("descriptions", check_descriptions, args, splits)
+        checks += isolated("feature cache", check_feature_cache, args)
     return checks
 
 

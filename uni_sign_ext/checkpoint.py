@@ -36,17 +36,57 @@ def read_state_dict(path):
     return checkpoint["model"]
 
 
+ARCHITECTURE_FLAGS = "--hidden_dim, --mt5_path, --use_descriptions, --text_fusion_type"
+
+
+def fusion_kind(keys):
+    """The --text_fusion_type a state dict's keys were made by, or None without fusion weights."""
+    fusion = [k for k in keys if k.startswith(FUSION_PREFIX)]
+    if not fusion:
+        return None
+    return "cross_attn" if any(k.startswith(FUSION_PREFIX + "cross_attn.") for k in fusion) else "gating"
+
+
+def check_architecture(model, state, path):
+    """Refuse, before loading anything, a checkpoint trained with other architecture flags (a partly
+    matching fusion, gating weights under --text_fusion_type cross_attn, would leave random weights;
+    a shape mismatch names the flags to compare) or holding NaN/inf weights."""
+    expected = model.state_dict()
+    ours = {k for k in expected if k.startswith(FUSION_PREFIX)}
+    theirs = {k for k in state if k.startswith(FUSION_PREFIX)}
+    if theirs and not ours:
+        raise CheckpointError(f"{path} holds description-fusion weights ({FUSION_PREFIX}*): load it "
+                              "with --use_descriptions (and the same --text_fusion_type).")
+    if theirs and theirs != ours:
+        kind = fusion_kind(theirs)
+        ours_kind = getattr(getattr(model, "text_fusion", None), "fusion_type", "of this run")
+        raise CheckpointError(f"{path} holds {kind} fusion weights, which do not fit --text_fusion_type "
+                              f"{ours_kind}: pass --text_fusion_type "
+                              f"{kind} (missing {_list(ours - theirs) or 'none'}; unexpected "
+                              f"{_list(theirs - ours) or 'none'})")
+    from uni_sign_ext.guards import nonfinite_entries
+
+    bad = nonfinite_entries(state)
+    if bad:
+        raise CheckpointError(f"{path} holds NaN/inf weights ({', '.join(bad)}): it cannot be trained or "
+                              "evaluated; use an earlier checkpoint")
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+                  if k in expected and torch.is_tensor(v) and v.shape != expected[k].shape]
+    if mismatched:
+        raise CheckpointError(f"{path} was trained with other architecture flags ({ARCHITECTURE_FLAGS}): "
+                              f"{len(mismatched)} tensors differ in shape (checkpoint vs this run), e.g. "
+                              f"{'; '.join(mismatched[:3])}; pass the flags it was trained with")
+
+
 def load_model_checkpoint(model, path):
-    """`--finetune`: strict load, except fusion keys may be missing when fusion is enabled."""
+    """`--finetune`: strict load, except fusion keys may be missing when fusion is enabled and the
+    checkpoint has none at all (an upstream stage-1/2 checkpoint)."""
     return load_model_state(model, read_state_dict(path), path)
 
 
 def load_model_state(model, state, path):
     """load_model_checkpoint() on a state dict already read from `path` → the fusion keys left fresh."""
-    has_fusion = any(k.startswith(FUSION_PREFIX) for k in model.state_dict())
-    if not has_fusion and any(k.startswith(FUSION_PREFIX) for k in state):
-        raise CheckpointError(f"{path} holds description-fusion weights ({FUSION_PREFIX}*): load it "
-                              "with --use_descriptions (and the same --text_fusion_type).")
+    check_architecture(model, state, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:

@@ -11,8 +11,12 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 MAX_FRAME = 10_000_000
+UNKNOWN_CLIP_FRAMES = 100_000  # segments are expanded at most this far when the clip is not known (~1 h)
+MAX_FILE_BYTES = 16 * 2 ** 20  # a description file is a few KiB; more is not one clip's descriptions
 SPLITS = ("train", "dev", "test")
 SAMPLE_SUFFIXES = (".mp4", ".pkl", ".json")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -61,22 +65,25 @@ def _duplicate_key_warnings(obj):
     return [f"key {key!r} appears twice, the first is kept" for key in getattr(obj, "duplicates", ())]
 
 
-def _entries(data):
-    """(format name, [(frame, text)], warnings) of a document that is not a wrapper."""
+def _entries(data, frame_limit):
+    """(format name, [(frame, text)], warnings, [(first, last) segment frames beyond frame_limit])
+    of a document that is not a wrapper."""
     if isinstance(data, dict):
         entries = [(frame, _text(frame, v)) for frame, v in ((_frame_number(k), v) for k, v in data.items())]
-        return "canonical", entries, _duplicate_key_warnings(data)
+        return "canonical", entries, _duplicate_key_warnings(data), []
     if isinstance(data, list) and all(isinstance(x, dict) and "text" in x for x in data):
         if all("frame" in x for x in data):
-            return "frames", [(_frame_number(x["frame"]), _text(x["frame"], x["text"])) for x in data], []
+            return "frames", [(_frame_number(x["frame"]), _text(x["frame"], x["text"])) for x in data], [], []
         if all("start" in x and "end" in x for x in data):
-            return ("segments",) + _segment_entries(data)
+            return ("segments",) + _segment_entries(data, frame_limit)
     raise DescriptionFormatError(FORMATS_EXPECTED)
 
 
-def _segment_entries(segments):
-    """Segments → per-frame entries; bad or overlapping segments are reported once each, not per frame."""
-    entries, warnings, covered = [], [], set()
+def _segment_entries(segments, frame_limit):
+    """Segments → per-frame entries below `frame_limit`; the work is bounded by the limit, not by the
+    numbers in the file. Bad or overlapping segments are reported once each, not per frame."""
+    entries, warnings, beyond = [], [], []
+    covered = np.zeros(frame_limit, dtype=bool)
     for x in segments:
         start, end = _frame_number(x["start"]), _frame_number(x["end"])
         text = _text(f"{start}-{end}", x["text"])
@@ -86,47 +93,71 @@ def _segment_entries(segments):
         if text is None or not text.strip():
             warnings.append(f"segment [{start}, {end}]: empty description dropped")
             continue
-        frames = range(start, end + 1)
-        overlap = sum(1 for f in frames if f in covered)
-        if overlap:
-            warnings.append(f"segment [{start}, {end}] overlaps earlier segments on {overlap} frames, "
-                            "the earlier text is kept there")
-        covered.update(frames)
-        entries += [(f, text) for f in frames]
-    return entries, warnings
+        if end >= frame_limit:
+            beyond.append((max(start, frame_limit), end))
+        if start >= frame_limit:
+            continue
+        span = covered[start:end + 1]
+        new = np.flatnonzero(~span) + start
+        if len(new) < len(span):
+            warnings.append(f"segment [{start}, {end}] overlaps earlier segments on {len(span) - len(new)} "
+                            "frames, the earlier text is kept there")
+        span[:] = True
+        entries += [(int(f), text) for f in new]
+    return entries, warnings, beyond
 
 
-def parse_descriptions_with_warnings(data):
+def parse_descriptions_with_warnings(data, clip_end=None):
     """A parsed document → ({frame: text}, format name, [warnings about dropped entries]).
 
+    With `clip_end` (the clip's frame count), descriptions at frames ≥ clip_end are dropped and
+    reported in one warning: they describe frames the pose file does not have.
     Raises DescriptionFormatError when the document is none of the accepted formats.
     """
+    frame_limit = clip_end if clip_end is not None else UNKNOWN_CLIP_FRAMES
     if isinstance(data, dict) and "descriptions" in data:
-        inner, entries, warnings = _entries(data["descriptions"])
+        inner, entries, warnings, segments_beyond = _entries(data["descriptions"], frame_limit)
         fmt, warnings = "wrapper", _duplicate_key_warnings(data) + warnings
     else:
-        fmt, entries, warnings = _entries(data)
+        fmt, entries, warnings, segments_beyond = _entries(data, frame_limit)
         inner = fmt
+    if clip_end is None:
+        warnings += [f"segment [{first}, {last}] reaches beyond frame {UNKNOWN_CLIP_FRAMES - 1}, where no clip "
+                     "is known to end: not expanded there" for first, last in segments_beyond]
+    beyond = [frame for pair in segments_beyond for frame in pair] if clip_end is not None else []
     descriptions = {}
     for frame, text in entries:
         if text is None or not text.strip():
             warnings.append(f"frame {frame}: empty description dropped")
         elif not 0 <= frame <= MAX_FRAME:
             warnings.append(f"frame {frame}: frame number out of range [0, {MAX_FRAME}], dropped")
+        elif clip_end is not None and frame >= clip_end:
+            beyond.append(frame)
         elif frame not in descriptions:
             descriptions[frame] = text.strip()
         elif inner != "segments":  # overlapping segments were reported once per segment
             warnings.append(f"frame {frame}: described twice, the first text is kept")
+    if beyond:
+        warnings.append(f"descriptions of frames {min(beyond)}…{max(beyond)}, beyond the clip's {clip_end} frames, "
+                        "dropped (frame numbers must count the pose file's frames)")
     return descriptions, fmt, warnings
 
 
-def parse_descriptions(data):
+def parse_descriptions(data, clip_end=None):
     """A description document in any accepted format (as json parses it) → {frame: text}."""
-    return parse_descriptions_with_warnings(data)[0]
+    return parse_descriptions_with_warnings(data, clip_end)[0]
 
 
-def read_description_file(path):
-    """→ (descriptions, metadata, warnings); raises DescriptionFormatError with the reason."""
+def read_description_file(path, clip_end=None):
+    """→ (descriptions, metadata, warnings); raises DescriptionFormatError with the reason.
+
+    The work is bounded: files over MAX_FILE_BYTES are refused unread, nesting deeper than the
+    parser's recursion limit is a format error, and segments expand no further than the clip.
+    """
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise DescriptionFormatError(f"{size / 2 ** 20:.1f} MiB, more than the {MAX_FILE_BYTES >> 20} MiB "
+                                     "a description file may have")
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -135,7 +166,9 @@ def read_description_file(path):
         data = json.loads(text, object_pairs_hook=_keep_first)
     except json.JSONDecodeError as exc:
         raise DescriptionFormatError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    descriptions, fmt, warnings = parse_descriptions_with_warnings(data)
+    except RecursionError:
+        raise DescriptionFormatError("nested too deeply to be a description file") from None
+    descriptions, fmt, warnings = parse_descriptions_with_warnings(data, clip_end)
     metadata = {k: v for k, v in data.items() if k != "descriptions"} if fmt == "wrapper" else {}
     return descriptions, dict(metadata, path=str(path), format=fmt), warnings
 
@@ -163,54 +196,99 @@ def sample_key(sample_id):
     return name
 
 
-def _index_json_files(folder):
-    if not folder.is_dir():
+def _index_json_files(folder, problems):
+    """{stem: path} of the folder's `.json` files; entries that look like descriptions but cannot be
+    (a directory, a symlink loop, another spelling of .json) are appended to `problems`."""
+    try:
+        if not folder.is_dir():
+            return {}
+        with os.scandir(folder) as entries:
+            entries = list(entries)
+    except OSError as exc:
+        problems.append(f"{folder}: unreadable folder ({exc.strerror or exc}), its descriptions are not used")
         return {}
-    with os.scandir(folder) as entries:
-        return {e.name[:-5]: Path(e.path) for e in entries if e.name.endswith(".json") and e.is_file()}
+    files = {}
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not entry.name.lower().endswith(".json"):
+            continue
+        try:
+            is_file = entry.is_file()
+        except OSError as exc:  # a symlink loop, for one
+            problems.append(f"{entry.path}: unreadable ({exc.strerror or exc}), ignored")
+            continue
+        if not entry.name.endswith(".json"):
+            problems.append(f"{entry.path}: ignored, description files must end in lower-case .json")
+        elif not is_file:
+            problems.append(f"{entry.path}: not a file, ignored")
+        else:
+            files[entry.name[:-5]] = Path(entry.path)
+    return files
 
 
 class DescriptionLoader:
     """Loads one sample's descriptions; file names are indexed once, not searched per sample.
 
     Where a name exists in several folders, the first of these wins: this phase's split folder
-    (`split_data/<phase>`, then `<phase>`), the flat folder, then the other splits' folders.
-    Problems are recorded and logged once per file, however often the file is loaded.
+    (`split_data/<phase>`, then `<phase>`), the flat folder, then the other splits' folders; each such
+    conflict is a layout problem. Layout problems (`layout_problems`) are found once, at start;
+    problems of files are recorded and logged once per file, however often the file is loaded.
     """
 
     def __init__(self, description_dir, phase=None):
         self.directory = Path(description_dir)
         self.problems = []
+        self.layout_problems = []
         self._reported = set()
         self._files = {}
+
         def split_folders(split):
             return [self.directory / "split_data" / split, self.directory / split]
 
+        self.phase_folders = split_folders(phase) if phase else [self.directory]
         folders = (split_folders(phase) if phase else []) + [self.directory]
         for split in SPLITS:
             if split != phase:
                 folders += split_folders(split)
+        shadowed = {}
         for folder in folders:
-            for name, path in _index_json_files(folder).items():
+            for name, path in _index_json_files(folder, self.layout_problems).items():
+                if name in self._files and (phase is None or folder in self.phase_folders
+                                            or folder == self.directory):
+                    shadowed.setdefault(name, []).append(path)
                 self._files.setdefault(name, path)
+        if shadowed:
+            example = next(iter(shadowed))
+            self.layout_problems.append(
+                f"{len(shadowed)} samples have description files in several folders; {self._files[example]} "
+                f"is used, not {shadowed[example][0]} (e.g.); remove the copies that should not be used")
+        for problem in self.layout_problems:
+            logger.warning("description folder: %s", problem)
 
     def sample_ids(self):
         return set(self._files)
 
-    def load(self, sample_id):
+    def phase_sample_ids(self):
+        """Names of the files that sit in this phase's own folders (they should all be labelled)."""
+        return {name for name, path in self._files.items() if path.parent in self.phase_folders}
+
+    def load(self, sample_id, clip_end=None):
         """→ ({frame: text}, metadata); ({}, {}) without a file; ({}, {path, error}) when malformed."""
+        return self.read(sample_id, clip_end)[:2]
+
+    def read(self, sample_id, clip_end=None):
+        """→ (descriptions, metadata, warnings): `load` plus this file's warnings (every load, for counts)."""
         path = self._files.get(sample_key(sample_id))
         if path is None:
-            return {}, {}
+            return {}, {}, []
         try:
-            descriptions, metadata, warnings = read_description_file(path)
+            descriptions, metadata, warnings = read_description_file(path, clip_end)
         except (DescriptionFormatError, OSError) as exc:
-            reason = str(exc)
+            reason = str(exc) if isinstance(exc, DescriptionFormatError) else f"unreadable ({exc.strerror or exc})"
             self._report(path, [reason], "malformed description file %s: %s (the sample trains without "
                                          "descriptions)")
-            return {}, {"path": str(path), "error": reason}
+            return {}, {"path": str(path), "error": reason}, []
         self._report(path, warnings, "description file %s: %s")
-        return descriptions, metadata
+        return descriptions, metadata, warnings
 
     def _report(self, path, reasons, message):
         if not reasons or path in self._reported:

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir, file_lock
+
 FORMAT = 1
 CHUNK = 8 * 2 ** 20
 WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin")  # single files and shards
@@ -32,6 +34,10 @@ class StaleCacheError(RuntimeError):
 
 class CorruptCacheError(RuntimeError):
     """The cache file cannot be read or is inconsistent."""
+
+
+class NonFiniteFeaturesError(RuntimeError):
+    """The encoder produced NaN/inf features: caching them would train the model to NaN."""
 
 
 def encoder_fingerprint(mt5_path):
@@ -80,6 +86,9 @@ def _inconsistency(format_, texts, features, d_model):
         return f"features is a {type(features).__name__}, not a float tensor"
     if tuple(features.shape) != (len(texts), d_model):
         return f"{len(texts)} texts but features of shape {tuple(features.shape)} with d_model {d_model}"
+    bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        return f"{len(bad)} texts have NaN/inf features, e.g. {texts[bad[0]]!r}"
     return None
 
 
@@ -150,31 +159,37 @@ class FeatureCache:
                 new[text] = i
         if not new:
             return
+        rows = features[list(new.values())].float()
+        bad = (~torch.isfinite(rows)).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            raise NonFiniteFeaturesError(f"the text encoder {self.encoder_path} gave NaN/inf features for "
+                                         f"{len(bad)} texts (e.g. {list(new)[bad[0]]!r}); nothing was cached. "
+                                         "Check its weights (--mt5_model / --mt5_path) and --dtype")
         start, end = len(self.texts), len(self.texts) + len(new)
         if end > len(self._buffer):
             grown = torch.empty(max(end, 2 * len(self._buffer)), self.d_model)
             grown[:start] = self.features
             self._buffer = grown
-        self._buffer[start:end] = features[list(new.values())].float()
+        self._buffer[start:end] = rows
         for row, text in enumerate(new, start):
             self.rows[text] = row
         self.texts += new
 
     def save(self, path):
-        """Atomic write: a reader, or a crash, never leaves half a file in place."""
+        """Merge with what the file holds now (another process may have added texts since it was read),
+        then write atomically; a lock beside the file keeps concurrent writers from losing entries."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        content = {"format": FORMAT, "encoder_path": self.encoder_path, "fingerprint": self.fingerprint,
-                   "d_model": self.d_model, "texts": self.texts, "features": self.features.clone()}
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(content, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with file_lock(path.with_name(path.name + ".lock")):
+            if path.exists():
+                try:
+                    on_disk = FeatureCache.load(path, self.fingerprint)
+                except (CorruptCacheError, StaleCacheError):
+                    on_disk = None  # nothing usable to keep: this cache replaces it
+                if on_disk is not None:
+                    self.add(on_disk.texts, on_disk.features)
+            content = {"format": FORMAT, "encoder_path": self.encoder_path, "fingerprint": self.fingerprint,
+                       "d_model": self.d_model, "texts": self.texts, "features": self.features.clone()}
+            atomic_torch_save(content, path)
 
 
 def open_cache(cache_dir, dataset, mt5_path, fingerprint=None):
@@ -219,6 +234,7 @@ class TextFeatureProvider:
             self.path = None  # in memory only: never saved, so no fingerprint to compute
             self.cache = FeatureCache(mt5_path, None, _d_model(mt5_path))
         else:
+            check_writable_dir(cache_dir, "--feature_cache_dir")  # found now, not after an epoch
             self.path, self.cache = open_cache(cache_dir, dataset, mt5_path)
         self.d_model = self.cache.d_model
         self._saved_size = len(self.cache)
@@ -295,7 +311,10 @@ def main(argv=None):
         texts = collect_description_texts(args.desc_dir, args.dataset)
     except FileNotFoundError as exc:
         parser.error(str(exc))
-    new, path = fill_cache(texts, args.mt5_path, args.dataset, args.cache_dir, device=args.device)
+    from uni_sign_ext.guards import exit_on_user_error
+
+    with exit_on_user_error():
+        new, path = fill_cache(texts, args.mt5_path, args.dataset, args.cache_dir, device=args.device)
     print(f"{len(texts)} distinct texts: {new} newly encoded, {len(texts) - new} already cached → {path}")
 
 

@@ -1,8 +1,14 @@
-"""Label files in upstream's formats: gzip-pickled dicts, or CSL-News' single JSON list."""
+"""Label files in upstream's formats: gzip-pickled dicts, or CSL-News' single JSON list.
+
+A file that cannot be read, or holds no usable entry, is a user error (LabelFileError). One bad entry
+is not: it is skipped and counted (`Labels.skipped`); an entry that is usable but suspicious (an
+empty target sentence) is kept and counted (`Labels.warnings`).
+"""
 import gzip
 import json
 import os
 import pickle
+from dataclasses import dataclass, field
 
 CSL_NEWS_TRAIN_SHARE = 0.99
 
@@ -26,10 +32,23 @@ def _read_pickled_labels(path):
     return labels
 
 
-def _csl_news_entry(item):
-    video = item.get("video_path") or item.get("video") or item.get("pose", "").replace(".pkl", ".mp4")
-    name = item.get("name") or os.path.splitext(os.path.basename(video))[0]
-    return name, {"name": name, "gloss": item.get("gloss", ""), "text": item["text"], "video_path": video}
+@dataclass
+class Labels:
+    """One split's usable entries, plus what was skipped or is suspicious (name → reason)."""
+    entries: dict
+    skipped: dict = field(default_factory=dict)
+    warnings: dict = field(default_factory=dict)
+
+
+def _csl_news_entry(position, item):
+    if not isinstance(item, dict):
+        return f"item {position}", item
+    pose = item.get("pose")
+    video = item.get("video_path") or item.get("video") or (pose.replace(".pkl", ".mp4")
+                                                            if isinstance(pose, str) else None)
+    name = item.get("name") or (os.path.splitext(os.path.basename(video))[0] if isinstance(video, str)
+                                else f"item {position}")
+    return name, {"name": name, "gloss": item.get("gloss", ""), "text": item.get("text"), "video_path": video}
 
 
 def _read_csl_news(path, phase):
@@ -41,19 +60,49 @@ def _read_csl_news(path, phase):
         raise LabelFileError(f"{path}: label file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LabelFileError(f"{path}: not a JSON list of labels ({exc})") from None
+    if not isinstance(items, list):
+        raise LabelFileError(f"{path}: expected a JSON list of labels, found {type(items).__name__}")
     cut = int(len(items) * CSL_NEWS_TRAIN_SHARE)
-    chosen = items[:cut] if phase == "train" else items[cut:]
-    return dict(_csl_news_entry(item) for item in chosen)
+    chosen = list(enumerate(items))[:cut] if phase == "train" else list(enumerate(items))[cut:]
+    return dict(_csl_news_entry(position, item) for position, item in chosen)
+
+
+def _entry_problem(entry):
+    """Why an entry cannot be trained on, or None."""
+    if not isinstance(entry, dict):
+        return f"entry is a {type(entry).__name__}, not a dict"
+    for key in ("text", "video_path"):
+        if not isinstance(entry.get(key), str):
+            return f"'{key}' is {entry.get(key)!r}, not a string"
+    if not entry["video_path"].strip():
+        return "'video_path' is empty"
+    return None
+
+
+def _gloss(gloss):
+    if isinstance(gloss, list):
+        return " ".join(str(g) for g in gloss)
+    return gloss if isinstance(gloss, str) else ""
 
 
 def load_labels(path, dataset, phase):
-    """name -> {"name", "gloss", "text", "video_path"} for one split, gloss joined to one string."""
+    """One split → Labels; entries are name -> {"name", "gloss", "text", "video_path"}, gloss one string.
+
+    Raises LabelFileError when the file is unreadable, empty, or has no usable entry.
+    """
     raw = _read_csl_news(path, phase) if dataset == "CSL_News" else _read_pickled_labels(path)
-    labels = {}
+    labels = Labels({})
     for key, entry in raw.items():
-        if not isinstance(entry, dict) or "text" not in entry or "video_path" not in entry:
-            raise LabelFileError(f"{path}: entry {key!r} lacks 'text' or 'video_path'")
-        gloss = entry.get("gloss", "")
-        labels[key] = dict(entry, gloss=" ".join(gloss) if isinstance(gloss, list) else gloss,
-                           name=entry.get("name", key))
+        problem = _entry_problem(entry)
+        if problem:
+            labels.skipped[str(key)] = problem
+            continue
+        if not entry["text"].strip():
+            labels.warnings[str(key)] = "empty target sentence"
+        labels.entries[key] = dict(entry, gloss=_gloss(entry.get("gloss", "")), name=entry.get("name", key))
+    if not labels.entries:
+        why = f"all {len(raw)} entries are unusable (e.g. {next(iter(labels.skipped.values()))})" \
+            if raw else "it holds no samples"
+        raise LabelFileError(f"{path}: no usable {phase} sample: {why}; fix the file or config.py's label "
+                             "paths (UNISIGN_ROOT)")
     return labels

@@ -4,8 +4,10 @@ Reproduces upstream Uni-Sign's frame sampling and normalisation (its datasets.py
 `crop_scale`, the clip sampling in `load_pose`) and additionally returns the sampled *original* frame
 indices, which description alignment needs.
 """
+import os
 import pickle
 import random
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +21,7 @@ PART_KEYPOINTS = {
 PART_ANCHOR = {"left": 0, "right": 0, "face_all": -1}  # node each part is made relative to
 PARTS = ("body", "left", "right", "face_all")
 NUM_KEYPOINTS = 133
+MAX_POSE_FILE_BYTES = 1 << 30  # ~600k frames; anything larger is not one sign clip
 
 
 class PoseFileError(ValueError):
@@ -30,13 +33,29 @@ class PoseFileError(ValueError):
         self.reason = reason
 
 
+def _frame_bound(path, data, key, default):
+    """The file's optional `start`/`end`: an integer (numpy ones too), or absent/None for the default."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    raise PoseFileError(path, f"'{key}' is {value!r}, not a frame number")
+
+
 def read_pose_file(path):
     """Load and validate a pose pickle → (keypoints (N,133,2), scores (N,133), start, end)."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_POSE_FILE_BYTES:
+            raise PoseFileError(path, f"{size / 2**20:.0f} MiB, more than the {MAX_POSE_FILE_BYTES >> 20} MiB "
+                                      "a pose file may have")
         with open(path, "rb") as f:
             data = pickle.load(f)
     except FileNotFoundError:
         raise PoseFileError(path, "pose file not found") from None
+    except PoseFileError:
+        raise
     except Exception as exc:  # truncated/corrupt pickles raise many different types
         raise PoseFileError(path, f"unreadable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or "keypoints" not in data or "scores" not in data:
@@ -55,8 +74,8 @@ def read_pose_file(path):
                                   f"found {keypoints.shape} and {scores.shape}")
     keypoints, scores = keypoints[:, 0], scores[:, 0]
     num_frames = len(keypoints)
-    start = int(data.get("start", 0) or 0)
-    end = int(data["end"]) if data.get("end") is not None else num_frames
+    start = _frame_bound(path, data, "start", 0)
+    end = _frame_bound(path, data, "end", num_frames)
     if not 0 <= start < end <= num_frames:
         raise PoseFileError(path, f"no usable frames: start={start}, end={end}, "
                                   f"file has {num_frames} frames")
@@ -114,8 +133,29 @@ def normalise_parts(keypoints, scores):
     return parts
 
 
+class PoseSample(NamedTuple):
+    parts: dict            # {part: (T, V, 3) float32}
+    frames: np.ndarray     # (T,) original frame indices
+    clip_end: int          # frames of the clip are < clip_end: descriptions beyond it are out of range
+    warnings: list         # suspicious-but-usable findings, for the run's counts
+
+
 def load_pose_sample(path, max_length, rng=random):
-    """Read, sample and normalise one pose file → ({part: (T, V, 3)}, original frame indices)."""
+    """Read, sample and normalise one pose file → PoseSample.
+
+    A clip whose sampled frames hold no usable keypoint (all NaN, or no confidence above the
+    threshold) would train as zeros: it is refused. Some NaN/inf values are a counted warning.
+    """
     keypoints, scores, start, end = read_pose_file(path)
     frames = sample_frame_indices(start, end, max_length, rng)
-    return normalise_parts(keypoints[frames], scores[frames]), frames
+    keypoints, scores = keypoints[frames], scores[frames]
+    parts = normalise_parts(keypoints, scores)
+    if not any(part.any() for part in parts.values()):
+        raise PoseFileError(path, f"no usable keypoint in the sampled frames {start}…{end - 1} (all NaN/inf, or "
+                                  f"no body keypoint with confidence above {SCORE_THRESHOLD}); it would "
+                                  "train as zeros")
+    warnings = []
+    bad = int((~np.isfinite(keypoints).all(-1) | ~np.isfinite(scores)).sum())
+    if bad:
+        warnings.append(f"{bad} of {scores.size} sampled keypoints are NaN/inf (treated as undetected)")
+    return PoseSample(parts, frames, end, warnings)
