@@ -1,15 +1,38 @@
 """Learned fusion of description features into the pose features (DESIGN.md "Fusion").
 
-fused = pose + gate ⊙ proj(text), gate = σ(MLP([pose, proj(text), has_description])), per frame.
-`proj` starts at zero, so a fresh fusion module leaves a pretrained model's outputs unchanged
-until it learns; the gate starts closed-ish (σ(GATE_BIAS_INIT)) and opens where text helps.
+    fused = pose + gate · rms(pose) · bounded(proj(LN(text))),   per frame,
+    gate  = σ(B · tanh(MLP([LN(pose), LN(text), has_description]) / B))
+
+Why this form (each piece answers a measured failure, issue 8):
+- The gate reads *normalised* pose and text. Raw pose features have a norm near 100 per frame, so an
+  MLP on them ran to logits of ±20 in a few steps and the sigmoid saturated (σ′ ≈ 0, no recovery).
+- The gate logit is bounded (±GATE_LOGIT_BOUND through tanh), so σ′ ≥ 2.5e-3: the gate cannot die.
+- The text is added on the pose's scale (rms of the frame's pose features, not learned), so a
+  projected text of unit size moves the fused features as much as the pose itself, whatever the
+  pose encoder's scale. Before, proj(text) was ~1.5 % of the pose and withholding it changed nothing.
+- proj starts at zero: a fresh fusion is an exact identity for any gate value, so an upstream
+  checkpoint gives the same outputs at step 0; proj gets gradient through the gate from step 1.
+- bounded(p) = p / sqrt(1 + mean(p²)) caps the projected text at unit rms. Without a cap, proj and
+  the gate are interchangeable (g·p = (g/c)·(c·p)) and the optimiser grew proj while the gate drifted
+  down; with it, once proj is saturated the only way to use more text is to open the gate, so the
+  gate's value says how much the text is used.
 """
 import torch
 from torch import nn
 
 GATE_BIAS_INIT = -2.0
+GATE_LOGIT_BOUND = 6.0
 GATE_HIDDEN = 512
 CROSS_ATTN_HEADS = 8
+
+
+def rms(x):
+    return x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+
+
+def bounded(x):
+    """x for small x, rms ≤ 1 for large: x / sqrt(1 + mean(x²))."""
+    return x * torch.rsqrt(1 + x.pow(2).mean(-1, keepdim=True))
 
 
 class LearnableMaskEmbedding(nn.Module):
@@ -24,12 +47,14 @@ class LearnableMaskEmbedding(nn.Module):
 
 
 class GatingFusion(nn.Module):
-    """Per-frame gated residual: returns (fused (B,T,F), gate (B,T,1))."""
+    """Per-frame gated residual on the pose's scale: returns (fused (B,T,F), gate (B,T,1))."""
 
     def __init__(self, feature_dim=768, text_dim=768):
         super().__init__()
+        self.pose_norm = nn.LayerNorm(feature_dim)
+        self.text_norm = nn.LayerNorm(text_dim)
         self.text_proj = nn.Linear(text_dim, feature_dim)
-        self.gate_mlp = nn.Sequential(nn.Linear(2 * feature_dim + 1, GATE_HIDDEN), nn.GELU(),
+        self.gate_mlp = nn.Sequential(nn.Linear(feature_dim + text_dim + 1, GATE_HIDDEN), nn.GELU(),
                                       nn.Linear(GATE_HIDDEN, 1))
         self.reset_parameters()
 
@@ -42,17 +67,24 @@ class GatingFusion(nn.Module):
         nn.init.constant_(self.gate_mlp[2].bias, GATE_BIAS_INIT)
 
     def forward(self, pose_feat, text_feat, has_description):
-        text = self.text_proj(text_feat)
-        gate_in = torch.cat([pose_feat, text, has_description.unsqueeze(-1).to(pose_feat.dtype)], dim=-1)
-        gate = torch.sigmoid(self.gate_mlp(gate_in))
-        return pose_feat + gate * text, gate
+        text = self.text_norm(text_feat)
+        gate_in = torch.cat([self.pose_norm(pose_feat), text, has_description.unsqueeze(-1).to(pose_feat.dtype)],
+                            dim=-1)
+        gate = torch.sigmoid(GATE_LOGIT_BOUND * torch.tanh(self.gate_mlp(gate_in) / GATE_LOGIT_BOUND))
+        return pose_feat + gate * rms(pose_feat).detach() * bounded(self.text_proj(text)), gate
 
 
 class CrossAttentionContext(nn.Module):
-    """Each frame attends over its video's description features (and the mask embedding)."""
+    """Each frame attends over its video's description features (and the mask embedding).
+
+    Queries and keys are layer-normalised for the same reason as the gate's inputs: the raw pose
+    scale would otherwise make the attention one-hot from the first steps.
+    """
 
     def __init__(self, feature_dim=768, text_dim=768):
         super().__init__()
+        self.query_norm = nn.LayerNorm(feature_dim)
+        self.key_norm = nn.LayerNorm(text_dim)
         self.attn = nn.MultiheadAttention(feature_dim, CROSS_ATTN_HEADS, kdim=text_dim, vdim=text_dim,
                                           batch_first=True)
 
@@ -63,9 +95,16 @@ class CrossAttentionContext(nn.Module):
         keys_idx = torch.where(keys_idx < 0, mask_row, keys_idx)
         padding = torch.zeros_like(keys_idx, dtype=torch.bool)
         padding[:, :-1] = video_texts < 0  # the trailing mask key is always attendable
-        keys = text_table[keys_idx]
-        context, _ = self.attn(pose_feat, keys, keys, key_padding_mask=padding, need_weights=False)
+        keys = self.key_norm(text_table[keys_idx])
+        context, _ = self.attn(self.query_norm(pose_feat), keys, keys, key_padding_mask=padding,
+                               need_weights=False)
         return context
+
+    def mask_context(self, mask):
+        """(1, 1, F): what a frame gets when the mask embedding is its only key (a dropped frame)."""
+        key = self.key_norm(mask).unsqueeze(0)
+        query = torch.zeros(1, 1, self.attn.embed_dim, dtype=mask.dtype, device=mask.device)
+        return self.attn(query, key, key, need_weights=False)[0]
 
 
 class DescriptionFusion(nn.Module):
@@ -104,6 +143,8 @@ class DescriptionFusion(nn.Module):
                                      src_input["desc_weight"].to(pose_feat.device))
         if self.training and self.text_dropout_p > 0:
             dropped = torch.rand(has.shape, device=has.device) < self.text_dropout_p
+            if self.fusion_type == "cross_attn":  # the context (feature_dim) a frame with no text gets
+                mask = self.cross_attn.mask_context(mask)
             text = torch.where(dropped.unsqueeze(-1), mask, text)
             has = has * ~dropped
         fused, gate = self.gating(pose_feat, text, has)
