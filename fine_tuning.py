@@ -24,6 +24,7 @@ from uni_sign_ext.cli import check_description_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config
 from uni_sign_ext.fusion import withhold_descriptions
 from uni_sign_ext.metrics import evaluate_translations
+from uni_sign_ext.results import write_metrics
 
 logger = logging.getLogger("fine_tuning")
 PRINT_EVERY = 10
@@ -216,6 +217,8 @@ def evaluate_and_report(engine, loader, args, phase, provider):
         metrics["withheld"] = withheld
         if utils.is_main_process():
             provider.save()  # new texts' features are kept for the next epoch and the next run
+    if utils.is_main_process():
+        write_metrics(args.output_dir, phase, metrics)
     return metrics
 
 

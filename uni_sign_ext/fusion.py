@@ -17,10 +17,12 @@ Why this form (each piece answers a measured failure, issue 8):
   down; with it, once proj is saturated the only way to use more text is to open the gate, so the
   gate's value says how much the text is used.
 """
+import math
+
 import torch
 from torch import nn
 
-GATE_BIAS_INIT = -2.0
+GATE_LOGIT_INIT = -2.0  # the gate starts at σ(−2) ≈ 0.12 on every frame
 GATE_LOGIT_BOUND = 6.0
 GATE_HIDDEN = 512
 CROSS_ATTN_HEADS = 8
@@ -64,7 +66,7 @@ class GatingFusion(nn.Module):
         nn.init.xavier_uniform_(self.gate_mlp[0].weight)
         nn.init.zeros_(self.gate_mlp[0].bias)
         nn.init.zeros_(self.gate_mlp[2].weight)
-        nn.init.constant_(self.gate_mlp[2].bias, GATE_BIAS_INIT)
+        nn.init.constant_(self.gate_mlp[2].bias, GATE_LOGIT_BOUND * math.atanh(GATE_LOGIT_INIT / GATE_LOGIT_BOUND))
 
     def forward(self, pose_feat, text_feat, has_description):
         text = self.text_norm(text_feat)
