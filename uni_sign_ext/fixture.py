@@ -351,7 +351,10 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain"):
     h2s_sentences, h2s_descriptions = build_how2sign(root, labels_dir, samples_per_split, seed, kind)
     print(f"[mini-world] labels, poses, descriptions written ({time.time() - started:.1f}s); "
           "training the tokenizer, saving the tiny mT5", flush=True)
-    corpus = csl_sentences + h2s_sentences + sorted(csl_descriptions | h2s_descriptions) + PROMPTS
+    descriptions = csl_descriptions | h2s_descriptions
+    if kind != "plain":  # every phrase the kind can say: informative and noise worlds get the same translator
+        descriptions = {f"{describe(*gesture)} {shape}" for gesture in GESTURES for shape in HANDSHAPES}
+    corpus = csl_sentences + h2s_sentences + sorted(descriptions) + PROMPTS
     build_tiny_mt5(root / "pretrained_weight" / "mt5-base", corpus, seed, narrow=kind != "plain")
     marker.write_text(json.dumps(params))
     print(f"[mini-world] done in {time.time() - started:.1f}s", flush=True)
