@@ -4,7 +4,7 @@ with and without descriptions under the same seed, steps and flags, and compare 
 One recipe shared by bench/fusion_study.py (the matrix), the acceptance test and scripts/demo.sh,
 so the three measure the same thing. The training CLI is run as a program (never imported here).
 """
-import argparse
+import math
 import os
 import socket
 import subprocess
@@ -24,7 +24,7 @@ RECIPE = ["--dataset", "CSL_Daily", "--batch-size", "4", "--gradient-accumulatio
           "--label_smoothing", "0.1", "--feature_cache_dir", ""]
 EPOCHS = 12
 LR = 2e-3
-INITIAL_GATE = 1 / (1 + 2.718281828459045 ** -GATE_LOGIT_INIT)
+INITIAL_GATE = 1 / (1 + math.exp(-GATE_LOGIT_INIT))  # on every frame of a fresh fusion
 
 
 def free_port():
