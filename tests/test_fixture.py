@@ -299,4 +299,4 @@ def test_narrow_translator_starts_near_ln_v(informative_and_noise):
     batch = tokenizer(["你们好！"], return_tensors="pt")
     with torch.no_grad():
         loss = model(**batch, labels=batch["input_ids"]).loss.item()
-    assert abs(loss - np.log(len(tokenizer))) < 0.5, (loss, np.log(len(tokenizer)))
+    assert abs(loss - np.log(len(tokenizer))) < 1, (loss, np.log(len(tokenizer)))  # a default init: ≈ 60

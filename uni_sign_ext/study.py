@@ -19,11 +19,11 @@ from uni_sign_ext.results import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES_PER_SPLIT = 48
 # Small and fast on 2 CPU cores; the narrow translator of the informative world learns in these steps.
-RECIPE = ["--dataset", "CSL_Daily", "--batch-size", "4", "--gradient-accumulation-steps", "1",
+RECIPE = ["--dataset", "CSL_Daily", "--batch-size", "8", "--gradient-accumulation-steps", "1",
           "--max_length", "32", "--num_workers", "0", "--zero_stage", "2", "--hidden_dim", "64",
           "--label_smoothing", "0.1", "--feature_cache_dir", ""]
-EPOCHS = 12
-LR = 2e-3
+EPOCHS = 25
+LR = 3e-3
 INITIAL_GATE = 1 / (1 + math.exp(-GATE_LOGIT_INIT))  # on every frame of a fresh fusion
 
 
