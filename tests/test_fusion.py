@@ -167,3 +167,27 @@ def test_step_zero_identity_loss_and_generation(models):
         assert torch.equal(out_plain["loss"], out_fused["loss"])
         assert torch.equal(plain.generate(out_plain), fused.generate(out_fused))
     assert "gate" in out_fused and "gate" not in out_plain
+
+
+@pytest.mark.parametrize("start_logit, text_helps", [(25.0, False), (-25.0, True)])
+def test_gate_recovers_from_its_bounds(start_logit, text_helps):
+    """A gate pushed far past a bound (raw logit ±25, where a plain σ′ is ~1e-11) still learns back under Adam: it cannot lock open or shut."""
+    torch.manual_seed(0)
+    gating = GatingFusion(D, D)
+    with torch.no_grad():
+        gating.text_proj.weight.copy_(torch.eye(D) * 5)
+        gating.gate_mlp[2].bias.fill_(start_logit)
+    gating.text_proj.requires_grad_(False)  # only the gate can change how much text gets in
+    optimizer = torch.optim.AdamW(gating.gate_mlp.parameters(), lr=1e-2, weight_decay=0)
+    pose, text, has = torch.randn(8, 6, D) * 30, torch.randn(8, 6, D), torch.ones(8, 6)
+    with torch.no_grad():
+        added = torch.nn.functional.layer_norm(text, (D,)) * 5
+        target = pose + (pose.pow(2).mean(-1, keepdim=True).sqrt() * added / torch.sqrt(1 + added.pow(2).mean(
+            -1, keepdim=True)) if text_helps else 0)
+    for _ in range(60):
+        fused, gate = gating(pose, text, has)
+        loss = (fused - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert (gate.mean() > 0.5) if text_helps else (gate.mean() < 0.5), gate.mean()
