@@ -10,6 +10,7 @@ import argparse
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,35 +22,35 @@ def row(cells):
     return "| " + " | ".join(cells) + " |"
 
 
+def measure(args, worlds, seed, lr, dtype, kind, fusion):
+    """One run's table row (pose-only when fusion is None; its gain is filled in by study)."""
+    tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
+    started = time.time()
+    m = train_and_test(worlds[kind], Path(args.work) / "runs" / tag, fusion, seed, lr, args.epochs, dtype)
+    print(f"{tag}: test BLEU-4 {m['bleu4']:.2f}", flush=True)
+    return m, (time.time() - started) / 60
+
+
 def study(args):
     worlds = {kind: world(args.work, kind) for kind in ("informative", "noise")}
+    jobs = [(seed, lr, dtype, "informative", None) for dtype in args.dtypes for lr in args.lrs for seed in args.seeds]
+    jobs += [(seed, lr, dtype, kind, fusion) for seed, lr, dtype, _, _ in list(jobs)
+             for kind in args.worlds for fusion in args.fusion_types]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each run is a subprocess: threads suffice
+        results = dict(zip(jobs, pool.map(lambda job: measure(args, worlds, *job), jobs)))
     lines = [row(["seed", "lr", "dtype", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
                   "withheld cost", "gate described / undescribed", "minutes"]),
              row(["---"] * 11)]
-    for dtype in args.dtypes:
-        for lr in args.lrs:
-            for seed in args.seeds:
-                tag = f"s{seed}_lr{lr}_{dtype}"
-                started = time.time()
-                base = train_and_test(worlds["informative"], Path(args.work) / "runs" / f"pose_{tag}",
-                                      None, seed, lr, args.epochs, dtype)
-                minutes = (time.time() - started) / 60
-                lines.append(row([str(seed), str(lr), dtype, "either", "pose-only", f"{base['bleu4']:.2f}",
-                                  "–", "–", "–", "–", f"{minutes:.1f}"]))
-                print(lines[-1], flush=True)
-                for kind in args.worlds:
-                    for fusion in args.fusion_types:
-                        started = time.time()
-                        m = train_and_test(worlds[kind], Path(args.work) / "runs" / f"{kind}_{fusion}_{tag}",
-                                           fusion, seed, lr, args.epochs, dtype)
-                        w = m["withheld"]
-                        lines.append(row([str(seed), str(lr), dtype, kind, fusion, f"{m['bleu4']:.2f}",
-                                          f"{w['bleu4']:.2f}", f"{m['bleu4'] - base['bleu4']:+.2f}",
-                                          f"{m['bleu4'] - w['bleu4']:+.2f}",
-                                          f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}",
-                                          f"{(time.time() - started) / 60:.1f}"]))
-                        print(lines[-1], flush=True)
-    return lines
+    for (seed, lr, dtype, kind, fusion), (m, minutes) in results.items():
+        if fusion is None:
+            lines.append(row([str(seed), str(lr), dtype, "either", "pose-only", f"{m['bleu4']:.2f}",
+                              "–", "–", "–", "–", f"{minutes:.1f}"]))
+            continue
+        base, w = results[seed, lr, dtype, "informative", None][0], m["withheld"]
+        lines.append(row([str(seed), str(lr), dtype, kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",
+                          f"{m['bleu4'] - base['bleu4']:+.2f}", f"{m['bleu4'] - w['bleu4']:+.2f}",
+                          f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", f"{minutes:.1f}"]))
+    return lines[:2] + sorted(lines[2:], key=lambda line: line.split("|")[1:4])  # stable: pose-only first
 
 
 def main():
@@ -60,6 +61,7 @@ def main():
     parser.add_argument("--fusion-types", nargs="+", default=["gating", "cross_attn"])
     parser.add_argument("--worlds", nargs="+", default=["informative", "noise"])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--work", default="out/fusion_study")
     parser.add_argument("--out", default="bench/results/fusion_study.md")
     args = parser.parse_args()
