@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from uni_sign_ext.results import read_metrics  # noqa: E402
 from uni_sign_ext.study import EPOCHS, INITIAL_GATE, LR, train_and_test, world  # noqa: E402
 
 
@@ -25,8 +26,11 @@ def row(cells):
 def measure(args, worlds, seed, lr, dtype, kind, fusion):
     """One run's table row (pose-only when fusion is None; its gain is filled in by study)."""
     tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
+    out = Path(args.work) / "runs" / tag
+    if args.reuse and (out / "test_metrics.json").is_file():  # a finished run of an interrupted study
+        return read_metrics(out), float("nan")
     started = time.time()
-    m = train_and_test(worlds[kind], Path(args.work) / "runs" / tag, fusion, seed, lr, args.epochs, dtype)
+    m = train_and_test(worlds[kind], out, fusion, seed, lr, args.epochs, dtype)
     print(f"{tag}: test BLEU-4 {m['bleu4']:.2f}", flush=True)
     return m, (time.time() - started) / 60
 
@@ -62,6 +66,7 @@ def main():
     parser.add_argument("--worlds", nargs="+", default=["informative", "noise"])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--reuse", action="store_true", help="keep runs of --work that finished")
     parser.add_argument("--work", default="out/fusion_study")
     parser.add_argument("--out", default="bench/results/fusion_study.md")
     args = parser.parse_args()

@@ -4,6 +4,8 @@ In the informative world, sentence pairs share one motion and only the descripti
 in the noise world (the same poses and translator) the descriptions are random. Same seed, steps and
 flags for every run; the recipe is uni_sign_ext/study.py's, as in the demo and bench/fusion_study.py.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from uni_sign_ext.study import INITIAL_GATE, train_and_test, world
@@ -13,9 +15,10 @@ from uni_sign_ext.study import INITIAL_GATE, train_and_test, world
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fusion_acceptance")
     informative, noise = world(root / "worlds", "informative"), world(root / "worlds", "noise")
-    return {"pose_only": train_and_test(informative, root / "pose_only"),
-            "informative": train_and_test(informative, root / "informative", "gating"),
-            "noise": train_and_test(noise, root / "noise", "gating")}
+    runs = {"pose_only": (informative, None), "informative": (informative, "gating"), "noise": (noise, "gating")}
+    with ThreadPoolExecutor(len(runs)) as pool:  # one process per run: they share the cores
+        done = {name: pool.submit(train_and_test, w, root / name, fusion) for name, (w, fusion) in runs.items()}
+    return {name: future.result() for name, future in done.items()}
 
 
 def test_descriptions_beat_pose_only_by_15_bleu4(runs):

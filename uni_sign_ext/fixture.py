@@ -268,7 +268,8 @@ def build_csl_daily(root, labels_dir, per_split, seed, kind="plain"):
     writer = WorldWriter(seed, kind)
     for t, split in enumerate(("train", "dev", "test")):
         labels = {}
-        for k in range(per_split):
+        # dev only picks the best epoch; a studied world keeps it at one sample per sentence (eval is costly)
+        for k in range(len(sentences) if split == "dev" and kind != "plain" else per_split):
             s = k % len(sentences)
             name = f"{sentences[s]['name'][:7]}_P{k:04d}_T{t:02d}"
             labels[name] = writer.sample(name, name + ".mp4", sentences[s], program_of(texts, s, kind),
