@@ -27,8 +27,10 @@ def measure(args, worlds, seed, lr, dtype, kind, fusion):
     """One run's table row (pose-only when fusion is None; its gain is filled in by study)."""
     tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
     out = Path(args.work) / "runs" / tag
-    if args.reuse and (out / "test_metrics.json").is_file():  # a finished run of an interrupted study
+    if (args.reuse or args.table_only) and (out / "test_metrics.json").is_file():  # finished earlier
         return read_metrics(out), float("nan")
+    if args.table_only:
+        return None
     started = time.time()
     m = train_and_test(worlds[kind], out, fusion, seed, lr, args.epochs, dtype)
     print(f"{tag}: test BLEU-4 {m['bleu4']:.2f}", flush=True)
@@ -45,15 +47,19 @@ def study(args):
     lines = [row(["seed", "lr", "dtype", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
                   "withheld cost", "gate described / undescribed", "minutes"]),
              row(["---"] * 11)]
-    for (seed, lr, dtype, kind, fusion), (m, minutes) in results.items():
+    for (seed, lr, dtype, kind, fusion), result in results.items():
+        base = results.get((seed, lr, dtype, "informative", None))
+        if result is None or base is None:
+            continue
+        m, minutes = result
         if fusion is None:
             lines.append(row([str(seed), str(lr), dtype, "either", "pose-only", f"{m['bleu4']:.2f}",
-                              "–", "–", "–", "–", f"{minutes:.1f}"]))
+                              "–", "–", "–", "–", "–" if minutes != minutes else f"{minutes:.1f}"]))
             continue
-        base, w = results[seed, lr, dtype, "informative", None][0], m["withheld"]
+        base, w = base[0], m["withheld"]
         lines.append(row([str(seed), str(lr), dtype, kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",
                           f"{m['bleu4'] - base['bleu4']:+.2f}", f"{m['bleu4'] - w['bleu4']:+.2f}",
-                          f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", f"{minutes:.1f}"]))
+                          f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", "–" if minutes != minutes else f"{minutes:.1f}"]))
     return lines[:2] + sorted(lines[2:], key=lambda line: line.split("|")[1:4])  # stable: pose-only first
 
 
@@ -67,6 +73,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--reuse", action="store_true", help="keep runs of --work that finished")
+    parser.add_argument("--table-only", action="store_true", help="tabulate the finished runs of --work, run nothing")
     parser.add_argument("--work", default="out/fusion_study")
     parser.add_argument("--out", default="bench/results/fusion_study.md")
     args = parser.parse_args()
