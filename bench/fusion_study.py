@@ -39,9 +39,8 @@ def measure(args, worlds, seed, lr, dtype, kind, fusion):
 
 def study(args):
     worlds = {kind: world(args.work, kind) for kind in ("informative", "noise")}
-    jobs = [(seed, lr, dtype, "informative", None) for dtype in args.dtypes for lr in args.lrs for seed in args.seeds]
-    jobs += [(seed, lr, dtype, kind, fusion) for seed, lr, dtype, _, _ in list(jobs)
-             for kind in args.worlds for fusion in args.fusion_types]
+    jobs = [(seed, lr, dtype, kind, fusion) for dtype in args.dtypes for lr in args.lrs for seed in args.seeds
+            for kind, fusion in [("informative", None)] + [(k, f) for f in args.fusion_types for k in args.worlds]]
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is a subprocess: threads suffice
         results = dict(zip(jobs, pool.map(lambda job: measure(args, worlds, *job), jobs)))
     lines = [row(["seed", "lr", "dtype", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",

@@ -191,3 +191,19 @@ def test_gate_recovers_from_its_bounds(start_logit, text_helps):
         optimizer.step()
         optimizer.zero_grad()
     assert (gate.mean() > 0.5) if text_helps else (gate.mean() < 0.5), gate.mean()
+
+
+@pytest.mark.parametrize("fusion_type", ["gating", "cross_attn"])
+def test_fusion_leaves_the_runs_random_streams_alone(fusion_type):
+    """Same seed with and without descriptions → same batch order and pose-model dropout (fair comparison)."""
+    pose, batch = torch.randn(2, 5, D), plan()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    fusion = DescriptionFusion(D, D, fusion_type, text_dropout_p=0.9).train()
+    _, _, has = fusion(pose, batch)
+    assert torch.equal(torch.rand(4), expected)
+    assert 0 < has.sum() < batch["has_description"].sum()  # dropout did draw, from its own stream
+    torch.manual_seed(4)
+    other = DescriptionFusion(D, D, fusion_type)
+    assert not torch.equal(other.mask_embedding.mask, fusion.mask_embedding.mask)  # still follows --seed

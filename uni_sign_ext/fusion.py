@@ -115,15 +115,28 @@ class DescriptionFusion(nn.Module):
     """Turns a batch's description plan and unique-text features into fused pose features."""
 
     def __init__(self, feature_dim, text_dim, fusion_type="gating", text_dropout_p=0.1):
+        """The fusion draws its init and its text dropout from streams of its own (derived from the run's
+        seed), so a run with descriptions sees the same pose-model init, batch order and dropout as the
+        pose-only run of the same seed: the comparison measures the text, not a reshuffled run."""
         super().__init__()
         self.fusion_type = fusion_type
         self.text_dropout_p = text_dropout_p
-        self.mask_embedding = LearnableMaskEmbedding(text_dim)
-        if fusion_type == "cross_attn":
-            self.cross_attn = CrossAttentionContext(feature_dim, text_dim)
-            self.gating = GatingFusion(feature_dim, feature_dim)
-        else:
-            self.gating = GatingFusion(feature_dim, text_dim)
+        self.dropout_seed = torch.initial_seed() + 2
+        self.dropout_generator = None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + 1)
+            self.mask_embedding = LearnableMaskEmbedding(text_dim)
+            if fusion_type == "cross_attn":
+                self.cross_attn = CrossAttentionContext(feature_dim, text_dim)
+                self.gating = GatingFusion(feature_dim, feature_dim)
+            else:
+                self.gating = GatingFusion(feature_dim, text_dim)
+
+    def dropped_frames(self, has):
+        """(B, T) bool: frames whose text is dropped this step, from the fusion's own stream."""
+        if self.dropout_generator is None or self.dropout_generator.device != has.device:
+            self.dropout_generator = torch.Generator(device=has.device).manual_seed(self.dropout_seed)
+        return torch.rand(has.shape, device=has.device, generator=self.dropout_generator) < self.text_dropout_p
 
     def aligned_text(self, text_table, left, right, weight):
         """Per-frame (1 − w)·f[left] + w·f[right]; index −1 selects the mask embedding (last row)."""
@@ -146,7 +159,7 @@ class DescriptionFusion(nn.Module):
                                      src_input["desc_right"].to(pose_feat.device),
                                      src_input["desc_weight"].to(pose_feat.device))
         if self.training and self.text_dropout_p > 0:
-            dropped = torch.rand(has.shape, device=has.device) < self.text_dropout_p
+            dropped = self.dropped_frames(has)
             if self.fusion_type == "cross_attn":  # the context (feature_dim) a frame with no text gets
                 mask = self.cross_attn.mask_context(mask)
             text = torch.where(dropped.unsqueeze(-1), mask, text)
