@@ -252,6 +252,20 @@ def program_of(texts, s, kind):
     return motion_program(texts[s - s % 2], s // 2)
 
 
+def equal_length_pairs(entries, rng):
+    """8 short sentences, as 4 pairs of equal length (sentences 2k, 2k+1).
+
+    A model that cannot tell a pair apart names one of the two; with equal lengths its BLEU is the same
+    whichever it names, so pose-only scores do not hinge on that coin toss (measured: ±9 BLEU-4 without).
+    """
+    by_length = {}
+    for entry in entries:
+        if len(entry["text"]) <= MAX_CSL_CHARS and entry["text"] != CSL_GREETING:
+            by_length.setdefault(len(entry["text"]), {}).setdefault(entry["text"], entry)
+    lengths = rng.sample(sorted(n for n, texts in by_length.items() if len(texts) >= 2), SENTENCES_PER_DATASET // 2)
+    return [by_length[n][t] for n in lengths for t in rng.sample(sorted(by_length[n]), 2)]
+
+
 def build_csl_daily(root, labels_dir, per_split, seed, kind="plain"):
     """CSL_Daily: 8 short sentences of the real train split (always 你们好！), signed in every split.
 
@@ -264,6 +278,8 @@ def build_csl_daily(root, labels_dir, per_split, seed, kind="plain"):
     picked = distinct_texts(real.values(), lambda t: len(t) <= MAX_CSL_CHARS and t != CSL_GREETING,
                             random.Random(seed), SENTENCES_PER_DATASET - len(greeting))
     sentences = greeting + [entries[0] for entries in picked.values()]
+    if kind != "plain":
+        sentences = equal_length_pairs(real.values(), random.Random(seed))
     texts = [s["text"] for s in sentences]
     writer = WorldWriter(seed, kind)
     for t, split in enumerate(("train", "dev", "test")):
