@@ -7,6 +7,7 @@ Every run is the real CLI (DeepSpeed, 1 rank) with uni_sign_ext.study's recipe; 
 baseline of both worlds (they differ only in the description files). Prints and writes a Markdown table.
 """
 import argparse
+import os
 import platform
 import sys
 import time
@@ -17,6 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uni_sign_ext.results import read_metrics  # noqa: E402
 from uni_sign_ext.study import EPOCHS, INITIAL_GATE, LR, train_and_test, world  # noqa: E402
+
+
+def machine():
+    """CPU model and core count, as the table's header names them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.is_file() else []
+    return f"{models[0] if models else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def row(cells):
@@ -72,13 +81,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--reuse", action="store_true", help="keep runs of --work that finished")
+    parser.add_argument("--note", default="", help="said after the machine in the table's header")
     parser.add_argument("--table-only", action="store_true", help="tabulate the finished runs of --work, run nothing")
     parser.add_argument("--work", default="out/fusion_study")
     parser.add_argument("--out", default="bench/results/fusion_study.md")
     args = parser.parse_args()
     lines = study(args)
     header = [f"# Fusion study ({time.strftime('%Y-%m-%d')})", "",
-              f"Machine: {platform.processor() or platform.machine()}, CPU only; command: "
+              f"Machine: {machine()}, CPU only{'; ' + args.note if args.note else ''}. Command: "
               f"`python bench/fusion_study.py {' '.join(sys.argv[1:])}`.",
               f"Recipe: uni_sign_ext/study.py ({args.epochs} epochs). gain = test BLEU-4 − pose-only's "
               f"(same seed, lr, dtype); withheld cost = test BLEU-4 − the same model's with descriptions "
