@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from uni_sign_ext.fixture import build_mini_world
@@ -81,10 +82,12 @@ def main(argv=None):
     informative = world(Path(args.work) / "worlds", "informative")
     runs = Path(args.work) / "runs"
     started = time.time()
-    print(f"[demo] training pose-only ({EPOCHS} epochs), log: {runs / 'pose_only' / 'run.log'}", flush=True)
-    pose_only = train_and_test(informative, runs / "pose_only", None, args.seed)
-    print(f"[demo] training with descriptions, log: {runs / 'descriptions' / 'run.log'}", flush=True)
-    fused = train_and_test(informative, runs / "descriptions", args.text_fusion_type, args.seed)
+    print(f"[demo] training pose-only and with descriptions side by side ({EPOCHS} epochs each); logs: "
+          f"{runs / 'pose_only' / 'run.log'}, {runs / 'descriptions' / 'run.log'}", flush=True)
+    with ThreadPoolExecutor(2) as pool:  # one process each: they share the cores
+        pose_only = pool.submit(train_and_test, informative, runs / "pose_only", None, args.seed)
+        fused = pool.submit(train_and_test, informative, runs / "descriptions", args.text_fusion_type, args.seed)
+    pose_only, fused = pose_only.result(), fused.result()
     print(side_by_side(pose_only, fused, args.text_fusion_type))
     print(f"[demo] done in {(time.time() - started) / 60:.1f} min")
 
