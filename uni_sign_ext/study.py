@@ -35,13 +35,13 @@ def free_port():
         return str(s.getsockname()[1])
 
 
-def train_and_test(world, out_dir, descriptions=None, seed=0, lr=LR, epochs=EPOCHS, dtype="fp32", extra=()):
+def train_and_test(world, out_dir, descriptions=None, seed=0, lr=LR, epochs=EPOCHS, dtype="fp32"):
     """Train on `world`'s CSL_Daily split, return test metrics (with "withheld" when descriptions are used).
 
     descriptions: None (pose-only) or a --text_fusion_type.
     """
     flags = RECIPE + ["--seed", str(seed), "--lr", str(lr), "--epochs", str(epochs), "--dtype", dtype,
-                      "--output_dir", str(out_dir), *extra]
+                      "--output_dir", str(out_dir)]
     if descriptions:
         flags += ["--use_descriptions", "--text_fusion_type", descriptions]
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1", "--master_port", free_port(),
@@ -56,6 +56,7 @@ def train_and_test(world, out_dir, descriptions=None, seed=0, lr=LR, epochs=EPOC
 
 
 def world(root, kind, seed=0):
+    """The studied world of `kind` under root/kind (built once)."""
     return build_mini_world(Path(root) / kind, samples_per_split=SAMPLES_PER_SPLIT, seed=seed, kind=kind)
 
 
