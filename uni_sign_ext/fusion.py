@@ -121,10 +121,10 @@ class DescriptionFusion(nn.Module):
         super().__init__()
         self.fusion_type = fusion_type
         self.text_dropout_p = text_dropout_p
-        self.dropout_seed = torch.initial_seed() + 2
+        self.dropout_seed = (torch.initial_seed() + 2) % 2 ** 63  # an unseeded run's seed may be near 2⁶⁴
         self.dropout_generator = None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch.initial_seed() + 1)
+            torch.manual_seed((torch.initial_seed() + 1) % 2 ** 63)
             self.mask_embedding = LearnableMaskEmbedding(text_dim)
             if fusion_type == "cross_attn":
                 self.cross_attn = CrossAttentionContext(feature_dim, text_dim)
