@@ -27,6 +27,7 @@ from uni_sign_ext.fusion import GateStats, format_gate, withhold_descriptions
 from uni_sign_ext.guards import (check_numeric_flags, exit_on_user_error, loss_is_usable,
                                  refuse_nonfinite_model)
 from uni_sign_ext.metrics import evaluate_translations
+from uni_sign_ext.results import write_metrics
 
 logger = logging.getLogger("fine_tuning")
 PRINT_EVERY = 10
@@ -226,6 +227,8 @@ def evaluate_and_report(engine, loader, args, phase, provider, ablation):
                            if k not in ("seconds", "skipped_pose_files"))
         if utils.is_main_process():
             provider.save()  # new texts' features are kept for the next epoch and the next run
+    if utils.is_main_process():
+        write_metrics(args.output_dir, phase, metrics)
     return metrics
 
 

@@ -252,3 +252,51 @@ def test_rebuild_with_other_parameters_leaves_no_stale_samples(tmp_path):
     build_mini_world(tmp_path, samples_per_split=3)
     assert len(list((tmp_path / "dataset" / "CSL_Daily" / "pose_format").iterdir())) == 9
     assert json.loads((tmp_path / ".complete").read_text())["samples_per_split"] == 3
+
+
+@pytest.fixture(scope="module")
+def informative_and_noise(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kinds")
+    return {kind: build_mini_world(root / kind, samples_per_split=PER_SPLIT, seed=0, kind=kind)
+            for kind in ("informative", "noise")}
+
+
+def test_informative_world_descriptions_tell_pairs_apart(informative_and_noise):
+    """Sentences 2k and 2k+1 share one motion; only their descriptions (the handshape) differ."""
+    world = informative_and_noise["informative"]
+    programs, shapes = defaultdict(set), defaultdict(set)
+    for dataset, _, entry, pose_path, desc_path in all_samples(world):
+        if dataset == "CSL_Daily" and desc_path.is_file():
+            texts = read_description(desc_path)[1].values()
+            programs[entry["text"]].add(frozenset(t.rsplit(" with ", 1)[0] for t in texts))
+            shapes[entry["text"]].add(frozenset(t.rsplit(" with ", 1)[1] for t in texts))
+    assert all(len(s) == 1 for s in shapes.values()) and len(programs) == 8
+    sentences = [e["text"] for e in read_labels(world, "CSL_Daily", "train").values()][:8]
+    for a, b in zip(sentences[0::2], sentences[1::2]):
+        assert shapes[a] != shapes[b] and len(a) == len(b)  # equal lengths: a coin toss between them scores alike
+        assert set().union(*programs[a]) & set().union(*programs[b])  # the same gestures, described alike
+
+
+def test_noise_world_differs_from_informative_only_in_descriptions(informative_and_noise):
+    """So one pose-only run is the baseline of both worlds."""
+    informative, noise = informative_and_noise["informative"], informative_and_noise["noise"]
+    files = sorted(p.relative_to(informative) for p in informative.rglob("*") if p.is_file() and p.name != ".complete")
+    assert files == sorted(p.relative_to(noise) for p in noise.rglob("*") if p.is_file() and p.name != ".complete")
+    differing = [f for f in files if (informative / f).read_bytes() != (noise / f).read_bytes()]
+    assert differing and all(f.parts[0] == "description" for f in differing)
+    for f in differing:  # the same frames described, with random texts
+        assert read_description(informative / f)[1].keys() == read_description(noise / f)[1].keys()
+
+
+def test_narrow_translator_starts_near_ln_v(informative_and_noise):
+    import torch
+    from transformers import MT5ForConditionalGeneration, T5Tokenizer
+
+    path = informative_and_noise["informative"] / "pretrained_weight" / "mt5-base"
+    model = MT5ForConditionalGeneration.from_pretrained(str(path))
+    tokenizer = T5Tokenizer.from_pretrained(str(path), legacy=False)
+    assert model.config.d_model == 128
+    batch = tokenizer(["你们好！"], return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**batch, labels=batch["input_ids"]).loss.item()
+    assert abs(loss - np.log(len(tokenizer))) < 1, (loss, np.log(len(tokenizer)))  # a default init: ≈ 60

@@ -37,13 +37,50 @@ def test_gate_formula():
     with torch.no_grad():
         for p in gating.parameters():
             p.normal_()
-    pose, text, has = torch.randn(2, 5, D), torch.randn(2, 5, D), torch.tensor([[1., 0, 1, 0, 1]] * 2)
+    pose, text, has = torch.randn(2, 5, D) * 50, torch.randn(2, 5, D), torch.tensor([[1., 0, 1, 0, 1]] * 2)
     fused, gate = gating(pose, text, has)
-    projected = gating.text_proj(text)
-    expected_gate = torch.sigmoid(gating.gate_mlp(torch.cat([pose, projected, has[..., None]], -1)))
+    ln = torch.nn.functional.layer_norm
+    pose_n = ln(pose, (D,), gating.pose_norm.weight, gating.pose_norm.bias)
+    text_n = ln(text, (D,), gating.text_norm.weight, gating.text_norm.bias)
+    logit = gating.gate_mlp(torch.cat([pose_n, text_n, has[..., None]], -1))
+    expected_gate = torch.sigmoid(6 * torch.tanh(logit / 6))
+    projected = gating.text_proj(text_n)
+    added = projected / torch.sqrt(1 + projected.pow(2).mean(-1, keepdim=True))
+    scale = pose.pow(2).mean(-1, keepdim=True).sqrt()
     torch.testing.assert_close(gate, expected_gate)
-    torch.testing.assert_close(fused, pose + expected_gate * projected)
+    torch.testing.assert_close(fused, pose + expected_gate * scale * added, rtol=1e-4, atol=1e-4)
     assert gate.shape == (2, 5, 1)
+    assert (added.pow(2).mean(-1) < 1).all()  # the projected text never exceeds the pose's scale
+
+
+def test_gate_is_not_saturated_for_large_pose_features():
+    """Pose features of norm ~100 per frame (as the ST-GCN gives) once saturated the gate (issue 8)."""
+    torch.manual_seed(0)
+    gating = GatingFusion(D, D)
+    pose, text, has = torch.randn(4, 7, D) * 25, torch.randn(4, 7, D), torch.ones(4, 7)  # norm ≈ 100
+    _, gate = gating(pose, text, has)
+    torch.testing.assert_close(gate, torch.full_like(gate, torch.sigmoid(torch.tensor(-2.0)).item()))
+    with torch.no_grad():
+        gating.gate_mlp[2].weight.normal_(0, 0.1)  # a trained-looking last layer
+    _, gate = gating(pose, text, has)
+    torch.testing.assert_close(gating(pose * 100, text, has)[1], gate, rtol=1e-4, atol=1e-5)  # scale-free
+    assert gate.std() > 0.01 and 0.02 < gate.min() and gate.max() < 0.98
+    with torch.no_grad():
+        gating.gate_mlp[2].weight.normal_(0, 100)  # even a runaway layer cannot kill σ′
+    logit = torch.logit(gating(pose, text, has)[1].double())
+    assert 5.9 < logit.abs().max() < 6.001  # (float32 round trip through σ)
+
+
+def test_text_moves_the_features_on_the_pose_scale():
+    """Before, proj(text) was ~1.5 % of the pose; now a saturated projection moves it by gate × rms(pose)."""
+    torch.manual_seed(0)
+    gating = GatingFusion(D, D)
+    with torch.no_grad():
+        gating.text_proj.weight.normal_(0, 10)
+    pose = torch.randn(3, 4, D) * 25
+    fused, gate = gating(pose, torch.randn(3, 4, D), torch.ones(3, 4))
+    relative = (fused - pose).norm(dim=-1) / pose.norm(dim=-1)
+    torch.testing.assert_close(relative, gate.squeeze(-1), rtol=0.02, atol=0)  # unit rms × rms(pose)
 
 
 @pytest.mark.parametrize("fusion_type", ["gating", "cross_attn"])
@@ -55,12 +92,15 @@ def test_fresh_fusion_is_exact_identity(fusion_type):
     torch.testing.assert_close(gate, torch.full_like(gate, torch.sigmoid(torch.tensor(-2.0)).item()))
 
 
-def test_text_dropout_only_in_training():
-    fusion = DescriptionFusion(D, D, text_dropout_p=0.999)
+@pytest.mark.parametrize("fusion_type", ["gating", "cross_attn"])
+def test_text_dropout_only_in_training(fusion_type):
+    """Text dim ≠ feature dim, as with --mt5_model: dropout once crashed for cross_attn there."""
+    torch.manual_seed(0)
+    fusion = DescriptionFusion(D, 2 * D, fusion_type, text_dropout_p=0.999)
     with torch.no_grad():
-        fusion.gating.text_proj.weight.copy_(torch.eye(D))
+        fusion.gating.text_proj.weight.normal_()
     pose = torch.randn(2, 5, D)
-    batch = plan()
+    batch = dict(plan(), text_features=torch.randn(3, 2 * D))
     fusion.eval()
     first, _, has_eval = fusion(pose, batch)
     second, _, _ = fusion(pose, batch)
@@ -70,6 +110,7 @@ def test_text_dropout_only_in_training():
     assert not has_train.any()  # every frame dropped → no frame counts as described
     withheld, _, _ = fusion.eval()(pose, withhold_descriptions(batch))
     torch.testing.assert_close(dropped, withheld)
+    assert not torch.allclose(first[0], withheld[0])  # and the text did matter
 
 
 def test_cross_attention_video_without_texts_sees_only_the_mask():
@@ -90,7 +131,8 @@ def models(tiny_mt5):
     torch.manual_seed(0)
     plain = Uni_Sign(parse_args("--mt5_path", tiny_mt5)).eval()
     fused = Uni_Sign(parse_args("--mt5_path", tiny_mt5, "--use_descriptions")).eval()
-    fused.load_state_dict(plain.state_dict(), strict=False)
+    missing, unexpected = fused.load_state_dict(plain.state_dict(), strict=False)  # an upstream-style checkpoint
+    assert missing and all(key.startswith("text_fusion.") for key in missing) and not unexpected
     return plain, fused
 
 
@@ -139,3 +181,43 @@ def test_gate_mlp_first_layer_is_xavier_uniform():
     bound = (6 / (fan_in + fan_out)) ** 0.5
     assert bound < 0.7 / fan_in ** 0.5
     assert 0.95 * bound < weight.abs().max().item() <= bound
+
+
+@pytest.mark.parametrize("start_logit, text_helps", [(25.0, False), (-25.0, True)])
+def test_gate_recovers_from_its_bounds(start_logit, text_helps):
+    """A gate pushed far past a bound (raw logit ±25, where a plain σ′ is ~1e-11) still learns back under Adam: it cannot lock open or shut."""
+    torch.manual_seed(0)
+    gating = GatingFusion(D, D)
+    with torch.no_grad():
+        gating.text_proj.weight.copy_(torch.eye(D) * 5)
+        gating.gate_mlp[2].bias.fill_(start_logit)
+    gating.text_proj.requires_grad_(False)  # only the gate can change how much text gets in
+    optimizer = torch.optim.AdamW(gating.gate_mlp.parameters(), lr=1e-2, weight_decay=0)
+    pose, text, has = torch.randn(8, 6, D) * 30, torch.randn(8, 6, D), torch.ones(8, 6)
+    with torch.no_grad():
+        added = torch.nn.functional.layer_norm(text, (D,)) * 5
+        target = pose + (pose.pow(2).mean(-1, keepdim=True).sqrt() * added / torch.sqrt(1 + added.pow(2).mean(
+            -1, keepdim=True)) if text_helps else 0)
+    for _ in range(60):
+        fused, gate = gating(pose, text, has)
+        loss = (fused - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert (gate.mean() > 0.5) if text_helps else (gate.mean() < 0.5), gate.mean()
+
+
+@pytest.mark.parametrize("fusion_type", ["gating", "cross_attn"])
+def test_fusion_leaves_the_runs_random_streams_alone(fusion_type):
+    """Same seed with and without descriptions → same batch order and pose-model dropout (fair comparison)."""
+    pose, batch = torch.randn(2, 5, D), plan()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    fusion = DescriptionFusion(D, D, fusion_type, text_dropout_p=0.9).train()
+    _, _, has = fusion(pose, batch)
+    assert torch.equal(torch.rand(4), expected)
+    assert 0 < has.sum() < batch["has_description"].sum()  # dropout did draw, from its own stream
+    torch.manual_seed(4)
+    other = DescriptionFusion(D, D, fusion_type)
+    assert not torch.equal(other.mask_embedding.mask, fusion.mask_embedding.mask)  # still follows --seed

@@ -8,7 +8,7 @@ from conftest import parse_args
 from datasets import S2T_Dataset
 from models import Uni_Sign
 from uni_sign_ext.feature_cache import TextFeatureProvider
-from uni_sign_ext.fusion import GATE_BIAS_INIT, withhold_descriptions
+from uni_sign_ext.fusion import GATE_LOGIT_INIT, withhold_descriptions
 
 STEPS = 12
 
@@ -35,7 +35,7 @@ def test_fusion_training_opens_the_gate_and_uses_the_text(world_root):
 
     with torch.no_grad():
         before = [model(src, tgt) for src, tgt in batches]
-    initial = torch.sigmoid(torch.tensor(GATE_BIAS_INIT)).item()
+    initial = torch.sigmoid(torch.tensor(GATE_LOGIT_INIT)).item()
     assert all(abs(described_gate(out) - initial) < 1e-6 for out in before)
     for step in range(STEPS):
         src, tgt = batches[step % len(batches)]

@@ -1,12 +1,21 @@
 """An offline mini-world in upstream's folder layout, for the demo and the tests.
 
-    python -m uni_sign_ext.fixture --out mini_world [--samples-per-split 24] [--seed 0]
+    python -m uni_sign_ext.fixture --out mini_world [--samples-per-split 24] [--seed 0] [--kind plain]
 
 Builds a tiny mT5 (random weights, d_model 768 like mt5-base, a SentencePiece tokenizer trained on the
 spot), label files drawn from the real CSL-Daily and How2Sign label subsets shipped in fixture_labels/, synthetic
 pose files (133 COCO-WholeBody keypoints) whose motion follows a per-sentence "program" of gestures,
 and description files that describe that same motion, in every accepted format and layout. Few
 distinct short sentences, each signed several times, so that a few epochs can learn something.
+
+--kind picks what the descriptions can tell that the poses cannot (the proxy for "descriptions help"):
+- plain: each sentence has its own motion, and the descriptions describe it (they add nothing).
+- informative: sentences come in pairs that share one motion; the descriptions also name the handshape
+  (open palm / closed fist), which the synthetic hands do not show and which tells the pair apart.
+  Its translator is narrower (d_model 128) with a small output layer, so its loss starts near ln V and
+  ~150 CPU steps learn to read the poses.
+- noise: the informative world's poses and translator, but every description is a random phrase of the
+  same vocabulary, unrelated to the sample.
 """
 import argparse
 import gzip
@@ -39,6 +48,9 @@ VERBS = {  # (one hand, both hands)
 DESCRIPTION_FORMATS = ("canonical", "wrapper", "frames", "segments")
 NO_DESCRIPTION_EVERY = 7  # one sample in 7 has no description file (~15 %)
 GENERATED = ("data", "dataset", "description", "pretrained_weight")
+KINDS = ("plain", "informative", "noise")
+HANDSHAPES = ("with an open palm", "with a closed fist")  # pair member 0, 1 (informative, noise)
+NARROW_HEAD_SCALE = 0.05
 PROMPTS = ["Translate sign language video to Chinese: ", "Translate sign language video to English: "]
 
 
@@ -150,15 +162,26 @@ def synth_pose(program, frames, rng, low_confidence_hands):
     return kp.astype(np.float32)[:, None], scores.astype(np.float32)[:, None]
 
 
-def descriptions_for(program, frames, offset, rng):
-    """{original frame index: text}: every 4–12 frames, the gesture under way at that frame."""
+def descriptions_for(program, frames, offset, rng, phrase=None):
+    """{original frame index: text}: every 4–12 frames, `phrase` of the gesture under way at that frame
+    (default: describe it)."""
     bounds = gesture_bounds(program, frames)
     described, frame = {}, int(rng.integers(0, 4))
     while frame < frames:
         gesture = min(int(np.searchsorted(bounds, frame, side="right")) - 1, len(program) - 1)
-        described[offset + frame] = describe(*program[gesture])
+        described[offset + frame] = (phrase or (lambda g: describe(*g)))(program[gesture])
         frame += int(rng.integers(4, 13))
     return described
+
+
+def phrase_for(kind, member, noise_rng):
+    """How a world of `kind` phrases a gesture of a sentence that is pair member `member` (None: plain)."""
+    if kind == "informative":
+        return lambda gesture: f"{describe(*gesture)} {HANDSHAPES[member]}"
+    if kind == "noise":  # its own stream, so the poses equal the informative world's
+        return lambda gesture: (f"{describe(*GESTURES[noise_rng.integers(len(GESTURES))])} "
+                                f"{HANDSHAPES[noise_rng.integers(len(HANDSHAPES))]}")
+    return None
 
 
 def description_document(described, fmt):
@@ -177,12 +200,14 @@ def description_document(described, fmt):
 class WorldWriter:
     """Writes one dataset's pose and description files; a running sample count varies the cases."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, kind="plain"):
         self.rng = np.random.default_rng(seed)
+        self.noise_rng = np.random.default_rng(seed + 1000)
+        self.kind = kind
         self.count = 0
         self.texts = set()
 
-    def sample(self, name, video_path, entry, program, pose_dir, desc_dir):
+    def sample(self, name, video_path, entry, program, pose_dir, desc_dir, member=0):
         """Pose file and (usually) description file of one sample; returns its label entry."""
         i = self.count
         self.count += 1
@@ -201,7 +226,8 @@ class WorldWriter:
         with open(pose_dir / (os.path.splitext(video_path)[0] + ".pkl"), "wb") as f:
             pickle.dump(pose, f)
         if i % NO_DESCRIPTION_EVERY != 3:
-            described = descriptions_for(program, frames, offset, self.rng)
+            described = descriptions_for(program, frames, offset, self.rng,
+                                         phrase_for(self.kind, member, self.noise_rng))
             self.texts.update(described.values())
             document = description_document(described, DESCRIPTION_FORMATS[i % len(DESCRIPTION_FORMATS)])
             desc_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +245,28 @@ def distinct_texts(entries, keep, rng, count):
     return {t: by_text[t] for t in rng.sample(sorted(by_text), count)}
 
 
-def build_csl_daily(root, labels_dir, per_split, seed):
+def program_of(texts, s, kind):
+    """Sentence s's motion program: its own (plain), or shared with its pair (informative, noise)."""
+    if kind == "plain":
+        return motion_program(texts[s], s)
+    return motion_program(texts[s - s % 2], s // 2)
+
+
+def equal_length_pairs(entries, rng):
+    """8 short sentences, as 4 pairs of equal length (sentences 2k, 2k+1).
+
+    A model that cannot tell a pair apart names one of the two; with equal lengths its BLEU is the same
+    whichever it names, so pose-only scores do not hinge on that coin toss (measured: ±9 BLEU-4 without).
+    """
+    by_length = {}
+    for entry in entries:
+        if len(entry["text"]) <= MAX_CSL_CHARS and entry["text"] != CSL_GREETING:
+            by_length.setdefault(len(entry["text"]), {}).setdefault(entry["text"], entry)
+    lengths = rng.sample(sorted(n for n, texts in by_length.items() if len(texts) >= 2), SENTENCES_PER_DATASET // 2)
+    return [by_length[n][t] for n in lengths for t in rng.sample(sorted(by_length[n]), 2)]
+
+
+def build_csl_daily(root, labels_dir, per_split, seed, kind="plain"):
     """CSL_Daily: 8 short sentences of the real train split (always 你们好！), signed in every split.
 
     The real dev/test splits share (almost) no sentence with train, so our dev/test reuse the train
@@ -231,20 +278,24 @@ def build_csl_daily(root, labels_dir, per_split, seed):
     picked = distinct_texts(real.values(), lambda t: len(t) <= MAX_CSL_CHARS and t != CSL_GREETING,
                             random.Random(seed), SENTENCES_PER_DATASET - len(greeting))
     sentences = greeting + [entries[0] for entries in picked.values()]
-    writer = WorldWriter(seed)
+    if kind != "plain":
+        sentences = equal_length_pairs(real.values(), random.Random(seed))
+    texts = [s["text"] for s in sentences]
+    writer = WorldWriter(seed, kind)
     for t, split in enumerate(("train", "dev", "test")):
         labels = {}
-        for k in range(per_split):
+        # dev only picks the best epoch; a studied world keeps it at one sample per sentence (eval is costly)
+        for k in range(len(sentences) if split == "dev" and kind != "plain" else per_split):
             s = k % len(sentences)
             name = f"{sentences[s]['name'][:7]}_P{k:04d}_T{t:02d}"
-            labels[name] = writer.sample(name, name + ".mp4", sentences[s], motion_program(sentences[s]["text"], s),
+            labels[name] = writer.sample(name, name + ".mp4", sentences[s], program_of(texts, s, kind),
                                          root / "dataset" / "CSL_Daily" / "pose_format",
-                                         root / "description" / "CSL_Daily" / "split_data" / split)
+                                         root / "description" / "CSL_Daily" / "split_data" / split, s % 2)
         write_labels(root / "data" / "CSL_Daily" / f"labels.{split}", labels)
-    return [s["text"] for s in sentences], writer.texts
+    return texts, writer.texts
 
 
-def build_how2sign(root, labels_dir, per_split, seed):
+def build_how2sign(root, labels_dir, per_split, seed, kind="plain"):
     """How2Sign: train and test from two disjoint sets of entries of the one real (test) label file.
 
     The 8 short sentences each have at least two real entries (clips); alternate entries go to train
@@ -258,7 +309,7 @@ def build_how2sign(root, labels_dir, per_split, seed):
     texts = list(picked)
     pools = {"train": [entries[0::2] for entries in picked.values()],
              "test": [entries[1::2] for entries in picked.values()]}
-    writer = WorldWriter(seed + 1)
+    writer = WorldWriter(seed + 1, kind)
     for split, pool in pools.items():
         labels = {}
         for k in range(per_split):
@@ -266,15 +317,19 @@ def build_how2sign(root, labels_dir, per_split, seed):
             entry = pool[s][repeat % len(pool[s])]
             clip, tail = re.fullmatch(r"(.+)(-\d+-rgb_front\.mp4)", entry["name"]).groups()
             video = f"{clip}_{repeat}{tail}"
-            labels[video] = writer.sample(video, video, entry, motion_program(texts[s], s),
+            labels[video] = writer.sample(video, video, entry, program_of(texts, s, kind),
                                           root / "dataset" / "How2Sign" / "pose_format" / split,
-                                          root / "description" / "How2Sign")
+                                          root / "description" / "How2Sign", s % 2)
         write_labels(root / "data" / "How2Sign" / f"labels.{split}", labels)
     return texts, writer.texts
 
 
-def build_tiny_mt5(folder, texts, seed):
-    """A random-weight mT5 with mt5-base's width (768) and a tokenizer trained on the world's texts."""
+def build_tiny_mt5(folder, texts, seed, narrow=False):
+    """A random-weight mT5 and a tokenizer trained on the world's texts: mt5-base's width (768), or
+    `narrow` (d_model 128; the output layer at 1/20 of its default init, so the first loss is ≈ ln V).
+
+    Shrinking every weight instead (initializer_factor) also starts at ln V but leaves the cross-attention
+    near zero, where the translator took hundreds of steps to start reading its input at all."""
     import sentencepiece as spm
     import torch
     from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
@@ -287,17 +342,25 @@ def build_tiny_mt5(folder, texts, seed):
     (folder / "spiece.model").write_bytes(model.getvalue())
     tokenizer = T5Tokenizer(str(folder / "spiece.model"), legacy=False, extra_ids=0)
     tokenizer.save_pretrained(folder)
-    config = MT5Config(vocab_size=len(tokenizer), d_model=768, d_kv=16, num_heads=4, d_ff=256, num_layers=1,
-                       num_decoder_layers=1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                       tie_word_embeddings=False)
+    size = dict(d_model=128, d_kv=32) if narrow else dict(d_model=768, d_kv=16)
+    config = MT5Config(vocab_size=len(tokenizer), num_heads=4, d_ff=256, num_layers=1, num_decoder_layers=1,
+                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, tie_word_embeddings=False, **size)
     torch.manual_seed(seed)
-    MT5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+    model = MT5ForConditionalGeneration(config)
+    if narrow:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(NARROW_HEAD_SCALE)
+    model.save_pretrained(folder, safe_serialization=True)
 
 
-def build_mini_world(out_dir, samples_per_split=24, seed=0):
+def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain"):
     """Build the mini-world under out_dir and return its path (at once if built with these parameters)."""
+    if kind not in KINDS:
+        raise SystemExit(f"--kind {kind!r} is not a mini-world kind; use one of {', '.join(KINDS)}.")
     root = Path(out_dir)
     params = {"samples_per_split": samples_per_split, "seed": seed, "version": WORLD_VERSION}
+    if kind != "plain":  # a plain world's marker is unchanged, so existing worlds are not rebuilt
+        params["kind"] = kind
     marker = root / ".complete"
     if marker.is_file():
         if json.loads(marker.read_text()) == params:
@@ -307,13 +370,16 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0):
             shutil.rmtree(root / sub, ignore_errors=True)
     started = time.time()
     labels_dir = REAL_LABELS_DIR
-    print(f"[mini-world] building {root} ({samples_per_split} samples per split, seed {seed})", flush=True)
-    csl_sentences, csl_descriptions = build_csl_daily(root, labels_dir, samples_per_split, seed)
-    h2s_sentences, h2s_descriptions = build_how2sign(root, labels_dir, samples_per_split, seed)
+    print(f"[mini-world] building {root} ({kind}, {samples_per_split} samples per split, seed {seed})", flush=True)
+    csl_sentences, csl_descriptions = build_csl_daily(root, labels_dir, samples_per_split, seed, kind)
+    h2s_sentences, h2s_descriptions = build_how2sign(root, labels_dir, samples_per_split, seed, kind)
     print(f"[mini-world] labels, poses, descriptions written ({time.time() - started:.1f}s); "
           "training the tokenizer, saving the tiny mT5", flush=True)
-    corpus = csl_sentences + h2s_sentences + sorted(csl_descriptions | h2s_descriptions) + PROMPTS
-    build_tiny_mt5(root / "pretrained_weight" / "mt5-base", corpus, seed)
+    descriptions = csl_descriptions | h2s_descriptions
+    if kind != "plain":  # every phrase the kind can say: informative and noise worlds get the same translator
+        descriptions = {f"{describe(*gesture)} {shape}" for gesture in GESTURES for shape in HANDSHAPES}
+    corpus = csl_sentences + h2s_sentences + sorted(descriptions) + PROMPTS
+    build_tiny_mt5(root / "pretrained_weight" / "mt5-base", corpus, seed, narrow=kind != "plain")
     marker.write_text(json.dumps(params))
     print(f"[mini-world] done in {time.time() - started:.1f}s", flush=True)
     return root
@@ -324,8 +390,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--samples-per-split", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=KINDS, default="plain")
     args = parser.parse_args(argv)
-    build_mini_world(args.out, args.samples_per_split, args.seed)
+    build_mini_world(args.out, args.samples_per_split, args.seed, args.kind)
 
 
 if __name__ == "__main__":

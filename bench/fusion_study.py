@@ -1,0 +1,102 @@
+"""Does fusion help? The informative mini-world trained with and without descriptions, both fusion types,
+several seeds (and optionally learning rates and dtypes), plus the withheld ablation and the noise world.
+
+    python bench/fusion_study.py --seeds 0 1 2 --out bench/results/fusion_study.md
+
+Every run is the real CLI (DeepSpeed, 1 rank) with uni_sign_ext.study's recipe; pose-only runs are the
+baseline of both worlds (they differ only in the description files). Prints and writes a Markdown table.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uni_sign_ext.results import read_metrics  # noqa: E402
+from uni_sign_ext.study import EPOCHS, INITIAL_GATE, LR, train_and_test, world  # noqa: E402
+
+
+def machine():
+    """CPU model and core count, as the table's header names them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.is_file() else []
+    return f"{models[0] if models else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def measure(args, worlds, seed, lr, dtype, kind, fusion):
+    """One run's table row (pose-only when fusion is None; its gain is filled in by study)."""
+    tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
+    out = Path(args.work) / "runs" / tag
+    if (args.reuse or args.table_only) and (out / "test_metrics.json").is_file():  # finished earlier
+        return read_metrics(out), float("nan")
+    if args.table_only:
+        return None
+    started = time.time()
+    m = train_and_test(worlds[kind], out, fusion, seed, lr, args.epochs, dtype)
+    print(f"{tag}: test BLEU-4 {m['bleu4']:.2f}", flush=True)
+    return m, (time.time() - started) / 60
+
+
+def study(args):
+    worlds = {kind: world(args.work, kind) for kind in ("informative", "noise")}
+    jobs = [(seed, lr, dtype, kind, fusion) for dtype in args.dtypes for lr in args.lrs for seed in args.seeds
+            for kind, fusion in [("informative", None)] + [(k, f) for f in args.fusion_types for k in args.worlds]]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each run is a subprocess: threads suffice
+        results = dict(zip(jobs, pool.map(lambda job: measure(args, worlds, *job), jobs)))
+    lines = [row(["seed", "lr", "dtype", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
+                  "withheld cost", "gate described / undescribed", "minutes"]),
+             row(["---"] * 11)]
+    for (seed, lr, dtype, kind, fusion), result in results.items():
+        base = results.get((seed, lr, dtype, "informative", None))
+        if result is None or base is None:
+            continue
+        m, minutes = result
+        if fusion is None:
+            lines.append(row([str(seed), str(lr), dtype, "either", "pose-only", f"{m['bleu4']:.2f}",
+                              "–", "–", "–", "–", "–" if minutes != minutes else f"{minutes:.1f}"]))
+            continue
+        base, w = base[0], m["withheld"]
+        lines.append(row([str(seed), str(lr), dtype, kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",
+                          f"{m['bleu4'] - base['bleu4']:+.2f}", f"{m['bleu4'] - w['bleu4']:+.2f}",
+                          f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", "–" if minutes != minutes else f"{minutes:.1f}"]))
+    return lines[:2] + sorted(lines[2:], key=lambda line: line.split("|")[1:4])  # stable: pose-only first
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[LR])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--fusion-types", nargs="+", default=["gating", "cross_attn"])
+    parser.add_argument("--worlds", nargs="+", default=["informative", "noise"])
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--reuse", action="store_true", help="keep runs of --work that finished")
+    parser.add_argument("--note", default="", help="said after the machine in the table's header")
+    parser.add_argument("--table-only", action="store_true", help="tabulate the finished runs of --work, run nothing")
+    parser.add_argument("--work", default="out/fusion_study")
+    parser.add_argument("--out", default="bench/results/fusion_study.md")
+    args = parser.parse_args()
+    lines = study(args)
+    header = [f"# Fusion study ({time.strftime('%Y-%m-%d')})", "",
+              f"Machine: {machine()}, CPU only{'; ' + args.note if args.note else ''}. Command: "
+              f"`python bench/fusion_study.py {' '.join(sys.argv[1:])}`.",
+              f"Recipe: uni_sign_ext/study.py ({args.epochs} epochs). gain = test BLEU-4 − pose-only's "
+              f"(same seed, lr, dtype); withheld cost = test BLEU-4 − the same model's with descriptions "
+              f"withheld. The gate starts at {INITIAL_GATE:.3f} on every frame.", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
