@@ -18,7 +18,7 @@ import utils
 from datasets import S2T_Dataset
 from models import Uni_Sign
 from uni_sign_ext import resume, run_log
-from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint
+from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint, read_state_dict
 from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
 from uni_sign_ext.cli import check_description_args, check_run_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
@@ -288,7 +288,7 @@ def main(args):
         evaluate_and_report(engine, test_loader, args, "test", provider, ablation=True)
         return
 
-    start_epoch, best_bleu = resume_point(engine, args)
+    start_epoch, best_bleu, best_epoch = resume_point(engine, args)
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         train = train_one_epoch(engine, train_loader, epoch, args, provider)
@@ -297,7 +297,7 @@ def main(args):
             save_checkpoint(engine, args, Path(args.output_dir) / f"checkpoint_{epoch}.pth")
         dev = evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=args.ablation_every_epoch)
         if dev["bleu4"] > best_bleu:
-            best_bleu = dev["bleu4"]
+            best_bleu, best_epoch = dev["bleu4"], epoch
             if args.output_dir:
                 save_checkpoint(engine, args, Path(args.output_dir) / "best_checkpoint.pth")
         if args.output_dir:
@@ -306,19 +306,54 @@ def main(args):
                 run_log.append(args.output_dir, run_log.epoch_record(
                     epoch, train, dev, n_trainable, dev_seconds=dev_seconds, seconds=time.time() - started))
                 run_log.plot_run(args.output_dir)
-            resume.save(engine, args.output_dir, epoch, best_bleu)
-    evaluate_and_report(engine, test_loader, args, "test", provider, ablation=True)
+            resume.save(engine, args.output_dir, epoch, best_bleu, best_epoch)
+    final_test(engine, test_loader, args, provider, best_epoch)
+
+
+def final_test(engine, loader, args, provider, best_epoch):
+    """Test the best-dev weights (what best_checkpoint.pth and its --eval give) as split "test"; when a
+    later epoch's weights are loaded, test those first as "test_last_epoch" (without the ablation), so both
+    are printed, labelled."""
+    last = args.epochs - 1
+    best = Path(args.output_dir) / "best_checkpoint.pth" if args.output_dir else None
+    if best is None or not best.is_file() or best_epoch in (None, last):
+        if best_epoch == last:
+            why = "the best dev epoch"
+        elif args.output_dir:
+            why = "no epoch was trained"
+        else:
+            why = "without --output_dir no best_checkpoint.pth is kept"
+        log("final test on the last epoch's weights (%s)", why)
+        return evaluate_and_report(engine, loader, args, "test", provider, ablation=True)
+    log("final test on the last epoch's (%d) weights, reported as [test_last_epoch]", last)
+    evaluate_and_report(engine, loader, args, "test_last_epoch", provider, ablation=False)
+    log("final test on the best dev epoch's (%d) weights, reported as [test]", best_epoch)
+    load_engine_weights(engine, args, best)
+    return evaluate_and_report(engine, loader, args, "test", provider, ablation=True)
+
+
+def load_engine_weights(engine, args, path):
+    """Put a {'model': state_dict} file's weights into the trained engine (every rank reads the file;
+    under ZeRO-3 the partitioned parameters are gathered, set on rank 0 and partitioned again)."""
+    state = read_state_dict(str(path))
+    model = engine.module
+    if args.zero_stage == 3:
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
+            if utils.is_main_process():
+                model.load_state_dict(state)
+    else:
+        model.load_state_dict(state)
 
 
 def resume_point(engine, args):
-    """(first epoch to train, best dev BLEU-4 so far): where --resume picks the run up, else (0, -1)."""
+    """(first epoch to train, best dev BLEU-4 so far, its epoch): where --resume picks the run up."""
     if not args.resume:
-        return 0, -1.0
+        return 0, -1.0, None
     resumed = resume.load(engine, args.output_dir)
     if resumed is None:
         log("--resume: %s holds no checkpoint yet; starting from epoch 0", args.output_dir)
-        return 0, -1.0
-    log("--resume: continuing %s at epoch %d (best dev BLEU-4 so far %.2f)", args.output_dir, *resumed)
+        return 0, -1.0, None
+    log("--resume: continuing %s at epoch %d (best dev BLEU-4 so far %.2f)", args.output_dir, *resumed[:2])
     if utils.is_main_process():
         run_log.keep_epochs_before(args.output_dir, resumed[0])
     return resumed

@@ -77,16 +77,20 @@ def test_train_save_once_then_eval_reproduces_predictions(small_world, tmp_path)
     for name in ["checkpoint_0.pth", "checkpoint_1.pth", "best_checkpoint.pth", "test_tmp_pres.txt",
                  "test_tmp_refs.txt", "dev_tmp_pres.txt"]:
         assert (out / name).is_file(), name
+    dev_bleu4 = [json.loads(line)["test_bleu4"] for line in (out / "log.txt").read_text().splitlines()]
+    best_epoch = dev_bleu4.index(max(dev_bleu4))  # the first best, as training keeps it
+    last_epoch_files = [] if best_epoch == 1 else ["test_last_epoch_tmp_pres.txt", "test_last_epoch_tmp_refs.txt"]
     written = sorted(p.name for p in out.iterdir())  # nothing per rank, no temporary files left behind
     assert written == sorted(["checkpoint_0.pth", "checkpoint_1.pth", "best_checkpoint.pth", "dev_tmp_pres.txt",
                               "dev_tmp_refs.txt", "test_tmp_pres.txt", "test_tmp_refs.txt", "log.txt",
-                              "curves.png", "resume"]), written
+                              "curves.png", "resume", *last_epoch_files]), written
     assert "epoch 1 [1/1] loss" in log  # it trained
     assert "BLEU-4" in log and "ROUGE-L" in log
 
+    # The final test reports the best-dev weights as [test]: --eval of best_checkpoint.pth reproduces it.
     evaluated = tmp_path / "eval"
     log = deepspeed_run(1, REPO / "fine_tuning.py",
-                        COMMON + BF16 + small_batches + ["--eval", "--finetune", str(out / "checkpoint_1.pth"),
+                        COMMON + BF16 + small_batches + ["--eval", "--finetune", str(out / "best_checkpoint.pth"),
                                          "--output_dir", str(evaluated)], small_world)
     assert (evaluated / "test_tmp_pres.txt").read_text() == (out / "test_tmp_pres.txt").read_text()
     refs = (evaluated / "test_tmp_refs.txt").read_text().splitlines()

@@ -102,3 +102,25 @@ def test_too_few_training_samples_for_one_full_batch_is_a_clear_error(mini_world
     assert proc.returncode == 1
     assert "12 training samples over 1 rank(s) fill no batch of --batch-size 13" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_final_test_can_load_the_best_weights_into_the_trained_engine(tmp_path, process_group, monkeypatch):
+    import deepspeed
+
+    import fine_tuning
+
+    monkeypatch.setenv("LOCAL_RANK", "0")  # what the launcher sets
+    for zero in (2, 3):  # one process group for both: DeepSpeed caches its groups per process
+        torch.manual_seed(zero)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+        best = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in model.state_dict().items()}
+        torch.save({"model": best}, tmp_path / "best_checkpoint.pth")
+        config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": zero}}
+        engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()),
+                                          config=config)
+        fine_tuning.load_engine_weights(engine, SimpleNamespace(zero_stage=zero), tmp_path / "best_checkpoint.pth")
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=zero == 3):
+            loaded = {k: v.clone() for k, v in engine.module.state_dict().items()}
+        assert loaded.keys() == best.keys()
+        for key, value in best.items():
+            assert torch.equal(loaded[key], value), (zero, key)

@@ -1,7 +1,7 @@
 """`--resume`: continue an interrupted run from its output folder, as if it had never stopped.
 
 Each finished epoch leaves `<output_dir>/resume/epoch_<n>/`: DeepSpeed's engine checkpoint (model,
-optimizer, LR scheduler), the epoch and best dev score, and every rank's random streams (so data
+optimizer, LR scheduler), the epoch, the best dev score and its epoch, and every rank's random streams (so data
 order, frame sampling and dropout continue exactly). The two newest are kept: a checkpoint cut short
 (a node lost mid-write) falls back to the previous one with a warning. The `{'model': ...}` files
 upstream users load are written as before; this folder is only for resuming.
@@ -45,13 +45,14 @@ def tags(folder):
     return [name for _, name in sorted(found, reverse=True)]
 
 
-def save(engine, output_dir, epoch, best_score):
+def save(engine, output_dir, epoch, best_score, best_epoch):
     """Called by every rank at the very end of an epoch (nothing after it may draw random numbers)."""
     folder = Path(output_dir) / RESUME_DIR
     tag = f"epoch_{epoch}"
     (folder / tag).mkdir(parents=True, exist_ok=True)
     torch.save(rng_state(), folder / tag / f"rng_rank{_rank()}.pt")
-    engine.save_checkpoint(str(folder), tag=tag, client_state={"epoch": epoch, "best_score": best_score})
+    engine.save_checkpoint(str(folder), tag=tag, client_state={"epoch": epoch, "best_score": best_score,
+                                                                  "best_epoch": best_epoch})
     if dist.is_initialized():
         dist.barrier()
     if _rank() == 0:
@@ -72,7 +73,7 @@ def _load(engine, folder, tag):
 
 
 def load(engine, output_dir):
-    """Restore the newest readable checkpoint on every rank; returns (next epoch, best dev score).
+    """Restore the newest readable checkpoint on every rank; returns (next epoch, best dev score, its epoch).
 
     None when the run has no checkpoint yet (it then starts from epoch 0). Ranks agree on which
     checkpoint they use: one rank's unreadable file sends all of them to the previous one.
@@ -87,7 +88,7 @@ def load(engine, output_dir):
         if ok.item():
             client, rng = loaded
             set_rng_state(rng)
-            return client["epoch"] + 1, client["best_score"]
+            return client["epoch"] + 1, client["best_score"], client["best_epoch"]
         fallback = f"falling back to {candidates[i + 1]}" if i + 1 < len(candidates) else "no older one left"
         logger.warning("--resume: checkpoint %s is unusable%s; %s", folder / tag,
                        f" ({reason})" if reason else " on another rank", fallback)
