@@ -79,11 +79,13 @@ def test_train_save_once_then_eval_reproduces_predictions(small_world, tmp_path)
         assert (out / name).is_file(), name
     dev_bleu4 = [json.loads(line)["test_bleu4"] for line in (out / "log.txt").read_text().splitlines()]
     best_epoch = dev_bleu4.index(max(dev_bleu4))  # the first best, as training keeps it
-    last_epoch_files = [] if best_epoch == 1 else ["test_last_epoch_tmp_pres.txt", "test_last_epoch_tmp_refs.txt"]
+    last_epoch_files = [] if best_epoch == 1 else ["test_last_epoch_tmp_pres.txt", "test_last_epoch_tmp_refs.txt",
+                                                   "test_last_epoch_metrics.json"]
     written = sorted(p.name for p in out.iterdir())  # nothing per rank, no temporary files left behind
     assert written == sorted(["checkpoint_0.pth", "checkpoint_1.pth", "best_checkpoint.pth", "dev_tmp_pres.txt",
                               "dev_tmp_refs.txt", "test_tmp_pres.txt", "test_tmp_refs.txt", "log.txt",
-                              "curves.png", "resume", *last_epoch_files]), written
+                              "curves.png", "resume", "dev_metrics.json", "test_metrics.json",
+                              *last_epoch_files]), written
     assert "epoch 1 [1/1] loss" in log  # it trained
     assert "BLEU-4" in log and "ROUGE-L" in log
 

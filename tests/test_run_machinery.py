@@ -123,13 +123,20 @@ def test_resume_tries_checkpoints_newest_epoch_first(tmp_path):
     assert resume.tags(tmp_path) == ["epoch_10", "epoch_9", "epoch_2"]
 
 
-def test_rng_state_round_trip():
+def test_rng_state_round_trip_includes_the_fusions_text_dropout_stream():
+    from uni_sign_ext.fusion import DescriptionFusion
+
     random.seed(1), torch.manual_seed(1)
-    state = resume.rng_state()
-    expected = random.random(), torch.rand(3)
+    model = torch.nn.Sequential(DescriptionFusion(4, 4, text_dropout_p=0.5))
+    has = torch.ones(3, 40)
+    model[0].dropped_frames(has)  # the stream has started
+    state = resume.rng_state(model)
+    expected = random.random(), torch.rand(3), model[0].dropped_frames(has)
     random.seed(2), torch.manual_seed(2)
-    resume.set_rng_state(state)
+    model[0].dropped_frames(has)
+    resume.set_rng_state(state, model)
     assert (random.random(), *torch.rand(3).tolist()) == (expected[0], *expected[1].tolist())
+    assert torch.equal(model[0].dropped_frames(has), expected[2])
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -44,3 +44,13 @@ def test_step_counts_round_down_like_upstream():
     assert rates[:2] == pytest.approx([0.0, 1e-3])
     assert rates[7] == pytest.approx(0.0, abs=1e-12)
     assert rates[4] == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 3 / 6)))
+
+
+def test_lr_schedule_is_upstreams_cosine_over_truncated_optimizer_steps():
+    # 10 batches, accumulation 3, 2 epochs: upstream plans int(2 * 10 / 3) = 6 optimizer steps.
+    lrs = learning_rates(7, lr=1.0, gradient_accumulation_steps=3, epochs=2)
+    assert lrs[0] == 1.0 and lrs[3] == pytest.approx(0.5) and lrs[6] == 0.0  # to 0, not --min-lr
+    # warm-up: int(1 * 10 / 2) = 5 steps rising linearly from 0, then the cosine over the other 5
+    warm = learning_rates(11, lr=1.0, gradient_accumulation_steps=2, epochs=2, warmup_epochs=1)
+    assert warm[:6] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert warm[10] == 0.0

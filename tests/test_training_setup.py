@@ -8,7 +8,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from conftest import parse_args
-from uni_sign_ext.deepspeed_setup import cosine_schedule, sync_batchnorm, wants_sync_batchnorm
+from uni_sign_ext.deepspeed_setup import sync_batchnorm, wants_sync_batchnorm
 
 
 @pytest.mark.parametrize("distributed,device,expected", [
@@ -34,29 +34,6 @@ def test_sync_batchnorm_conversion_keeps_keys_values_and_shared_hands(tiny_mt5):
     assert list(after) == list(before)
     assert all(torch.equal(after[k], v) for k, v in before.items())
     assert converted.gcn_modules["left"] is converted.gcn_modules["right"]
-
-
-def schedule_lrs(batches, steps, **flags):
-    argv = [item for key, value in flags.items() for item in (f"--{key}", str(value))]
-    args = parse_args("--lr", "1.0", *argv)
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.lr)
-    schedule = cosine_schedule(optimizer, args, batches)
-    lrs = []
-    for _ in range(steps):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    return lrs
-
-
-def test_lr_schedule_is_upstreams_cosine_over_truncated_optimizer_steps():
-    # 10 batches, accumulation 3, 2 epochs: upstream plans int(2 * 10 / 3) = 6 optimizer steps.
-    lrs = schedule_lrs(10, 7, **{"gradient-accumulation-steps": 3, "epochs": 2})
-    assert lrs[0] == 1.0 and lrs[3] == pytest.approx(0.5) and lrs[6] == 0.0  # to 0, not --min-lr
-    # warm-up: int(1 * 10 / 2) = 5 steps rising linearly from 0, then the cosine over the other 5
-    warm = schedule_lrs(10, 11, **{"gradient-accumulation-steps": 2, "epochs": 2, "warmup-epochs": 1})
-    assert warm[:6] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    assert warm[10] == 0.0
 
 
 @pytest.fixture

@@ -138,6 +138,14 @@ class DescriptionFusion(nn.Module):
             self.dropout_generator = torch.Generator(device=has.device).manual_seed(self.dropout_seed)
         return torch.rand(has.shape, device=has.device, generator=self.dropout_generator) < self.text_dropout_p
 
+    def get_rng_state(self):
+        """The text-dropout stream where it stands (None before its first draw), for --resume."""
+        gen = self.dropout_generator
+        return None if gen is None else (str(gen.device), gen.get_state())
+
+    def set_rng_state(self, state):
+        self.dropout_generator = None if state is None else torch.Generator(device=state[0]).set_state(state[1])
+
     def aligned_text(self, text_table, left, right, weight):
         """Per-frame (1 − w)·f[left] + w·f[right]; index −1 selects the mask embedding (last row)."""
         mask_row = text_table.shape[0] - 1

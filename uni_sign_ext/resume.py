@@ -26,17 +26,22 @@ def _rank():
     return dist.get_rank() if dist.is_initialized() else 0
 
 
-def rng_state():
+def rng_state(model):
+    """The global streams, and the private ones of the model's modules that keep one (get_rng_state)."""
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "modules": {name: m.get_rng_state() for name, m in model.named_modules() if hasattr(m, "get_rng_state")}}
 
 
-def set_rng_state(state):
+def set_rng_state(state, model):
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    for name, module in model.named_modules():
+        if name in state["modules"]:
+            module.set_rng_state(state["modules"][name])
 
 
 def tags(folder):
@@ -50,7 +55,7 @@ def save(engine, output_dir, epoch, best_score, best_epoch):
     folder = Path(output_dir) / RESUME_DIR
     tag = f"epoch_{epoch}"
     (folder / tag).mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(), folder / tag / f"rng_rank{_rank()}.pt")
+    torch.save(rng_state(engine.module), folder / tag / f"rng_rank{_rank()}.pt")
     engine.save_checkpoint(str(folder), tag=tag, client_state={"epoch": epoch, "best_score": best_score,
                                                                   "best_epoch": best_epoch})
     if dist.is_initialized():
@@ -87,7 +92,7 @@ def load(engine, output_dir):
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if ok.item():
             client, rng = loaded
-            set_rng_state(rng)
+            set_rng_state(rng, engine.module)
             return client["epoch"] + 1, client["best_score"], client["best_epoch"]
         fallback = f"falling back to {candidates[i + 1]}" if i + 1 < len(candidates) else "no older one left"
         logger.warning("--resume: checkpoint %s is unusable%s; %s", folder / tag,

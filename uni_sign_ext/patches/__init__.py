@@ -97,32 +97,28 @@ def _refuse(checkout, state, action):
     return PatchError("\n".join(lines))
 
 
-def apply(checkout):
-    """Apply every patch, or none; → 'applied' or 'already applied'."""
+def _change(checkout, action, done, ready, *patch_flags):
+    """Run every patch (with patch_flags) when the checkout is `ready`; False when it is already `done`."""
     state = check(checkout)
-    if state.status == "applied":
-        return "already applied"
-    if state.status != "applicable":
-        raise _refuse(checkout, state, "apply")
+    if state.status == done:
+        return False
+    if state.status != ready:
+        raise _refuse(checkout, state, action)
     for patch_file in PATCHES:
-        result = _run(checkout, patch_file)
+        result = _run(checkout, patch_file, *patch_flags)
         if result.returncode != 0:  # cannot happen after a clean dry run; say so plainly if it does
             raise PatchError(f"{patch_file.name} failed after a clean dry run:\n{result.stdout}{result.stderr}")
-    return "applied"
+    return True
+
+
+def apply(checkout):
+    """Apply every patch, or none; → 'applied' or 'already applied'."""
+    return "applied" if _change(checkout, "apply", "applied", "applicable") else "already applied"
 
 
 def revert(checkout):
     """Undo every patch, restoring the files byte for byte; → 'reverted' or 'not applied'."""
-    state = check(checkout)
-    if state.status == "applicable":
-        return "not applied"
-    if state.status != "applied":
-        raise _refuse(checkout, state, "revert")
-    for patch_file in PATCHES:
-        result = _run(checkout, patch_file, "-R")
-        if result.returncode != 0:
-            raise PatchError(f"{patch_file.name} failed after a clean dry run:\n{result.stdout}{result.stderr}")
-    return "reverted"
+    return "reverted" if _change(checkout, "revert", "applicable", "applied", "-R") else "not applied"
 
 
 def main(argv=None):
