@@ -18,7 +18,8 @@ import utils
 from datasets import S2T_Dataset
 from models import Uni_Sign
 from uni_sign_ext import resume, run_log
-from uni_sign_ext.checkpoint import load_fusion_checkpoint, load_model_checkpoint, read_state_dict
+from uni_sign_ext.checkpoint import (checkpoint_record, load_fusion_checkpoint, load_model_checkpoint,
+                                     read_state_dict)
 from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
 from uni_sign_ext.cli import check_description_args, check_run_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
@@ -232,15 +233,16 @@ def evaluate_and_report(engine, loader, args, phase, provider, ablation):
     return metrics
 
 
-def save_checkpoint(engine, args, path):
-    """{'model': state_dict} written once, by rank 0 (ZeRO-3 gathers the weights on every rank first)."""
+def save_checkpoint(engine, args, path, epoch):
+    """{'model': state_dict, 'args', 'epoch'} written once, by rank 0 (ZeRO-3 gathers the weights on
+    every rank first)."""
     if args.zero_stage == 3:
         state = engine._zero3_consolidated_16bit_state_dict()
     else:
         state = engine.module.state_dict()
     if utils.is_main_process():
         refuse_nonfinite_model(state, path, args.output_dir)
-        atomic_torch_save({"model": state}, path)
+        atomic_torch_save(checkpoint_record(state, args, epoch), path)
         log("saved %s", path)
 
 
@@ -294,12 +296,12 @@ def main(args):
         train = train_one_epoch(engine, train_loader, epoch, args, provider)
         log("epoch %d: mean training loss %.4f", epoch, train["loss"])
         if args.output_dir:
-            save_checkpoint(engine, args, Path(args.output_dir) / f"checkpoint_{epoch}.pth")
+            save_checkpoint(engine, args, Path(args.output_dir) / f"checkpoint_{epoch}.pth", epoch)
         dev = evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=args.ablation_every_epoch)
         if dev["bleu4"] > best_bleu:
             best_bleu, best_epoch = dev["bleu4"], epoch
             if args.output_dir:
-                save_checkpoint(engine, args, Path(args.output_dir) / "best_checkpoint.pth")
+                save_checkpoint(engine, args, Path(args.output_dir) / "best_checkpoint.pth", epoch)
         if args.output_dir:
             if utils.is_main_process():
                 dev_seconds = dev.pop("seconds")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # bf16 on CPUs without native support is ~30x slower than fp32: bf16 runs use short clips.
@@ -88,6 +89,9 @@ def test_train_save_once_then_eval_reproduces_predictions(small_world, tmp_path)
                               *last_epoch_files]), written
     assert "epoch 1 [1/1] loss" in log  # it trained
     assert "BLEU-4" in log and "ROUGE-L" in log
+    for name, epoch in [("checkpoint_1.pth", 1), ("best_checkpoint.pth", best_epoch)]:
+        saved = torch.load(out / name, map_location="cpu", weights_only=True)  # how it was made, beside 'model'
+        assert (saved["epoch"], saved["args"]["batch_size"], saved["args"]["zero_stage"]) == (epoch, 2, 2), name
 
     # The final test reports the best-dev weights as [test]: --eval of best_checkpoint.pth reproduces it.
     evaluated = tmp_path / "eval"

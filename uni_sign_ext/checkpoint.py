@@ -24,6 +24,13 @@ def _list(keys):
     return ", ".join(keys[:KEYS_SHOWN]) + more
 
 
+def checkpoint_record(state, args, epoch):
+    """What a saved checkpoint holds: upstream's 'model' key (all that loading reads), plus how it was
+    made: the run's flags (as plain values, so weights_only loading still works) and the epoch."""
+    plain = {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()}
+    return {"model": state, "args": plain, "epoch": epoch}
+
+
 def read_state_dict(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
