@@ -36,13 +36,16 @@ def measure(args, worlds, seed, lr, dtype, start, kind, fusion):
     """One run's (metrics, minutes), or None when --table-only finds it unfinished.
 
     start: "random" (a fresh translator) or "pretrained" (--finetune the same cell's random-init pose-only
-    run, for --finetune-epochs: the user's stage-2 checkpoint, then descriptions or more pose-only).
+    run, for --finetune-epochs at --finetune-lr: the user's stage-2 checkpoint, then descriptions or more
+    pose-only).
     """
     tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
     finetune, epochs = None, args.epochs
     if start == "pretrained":
         finetune = Path(args.work) / "runs" / f"informative_pose_s{seed}_lr{lr}_{dtype}" / "best_checkpoint.pth"
         tag, epochs = f"{tag}_ft{args.finetune_epochs}", args.finetune_epochs
+        if args.finetune_lr:
+            tag, lr = f"{tag}_lr{args.finetune_lr}", args.finetune_lr
     out = Path(args.work) / "runs" / tag
     if (args.reuse or args.table_only) and (out / "test_metrics.json").is_file():  # finished earlier
         return read_metrics(out), float("nan")
@@ -66,7 +69,8 @@ def study(args):
         for phase in starts:  # the pretrained phase needs the random phase's pose-only checkpoints
             todo = [job for job in jobs if job[3] == phase]
             results.update(zip(todo, pool.map(lambda job: measure(args, worlds, *job), todo)))
-    translator = {"random": "random init", "pretrained": f"pose-only ckpt + {args.finetune_epochs} ep"}
+    then = f" at lr {args.finetune_lr}" if args.finetune_lr else ""
+    translator = {"random": "random init", "pretrained": f"pose-only ckpt + {args.finetune_epochs} ep{then}"}
     lines = [row(["seed", "lr", "dtype", "translator", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
                   "withheld cost", "gate described / undescribed", "minutes"]),
              row(["---"] * 12)]
@@ -98,6 +102,7 @@ def main():
     parser.add_argument("--finetune-epochs", type=int, default=0,
                         help="also continue each cell's pose-only run for this many epochs, pose-only and with "
                              "descriptions (a pretrained-like translator); 0: random init only")
+    parser.add_argument("--finetune-lr", type=float, help="the continuation's lr (default: the cell's lr)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--reuse", action="store_true", help="keep runs of --work that finished")
     parser.add_argument("--note", default="", help="said after the machine in the table's header")
