@@ -32,43 +32,63 @@ def row(cells):
     return "| " + " | ".join(cells) + " |"
 
 
-def measure(args, worlds, seed, lr, dtype, kind, fusion):
-    """One run's table row (pose-only when fusion is None; its gain is filled in by study)."""
+def measure(args, worlds, seed, lr, dtype, start, kind, fusion):
+    """One run's (metrics, minutes), or None when --table-only finds it unfinished.
+
+    start: "random" (a fresh translator) or "pretrained" (--finetune the same cell's random-init pose-only
+    run, for --finetune-epochs at --finetune-lr: the user's stage-2 checkpoint, then descriptions or more
+    pose-only).
+    """
     tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
+    finetune, epochs = None, args.epochs
+    if start == "pretrained":
+        finetune = Path(args.work) / "runs" / f"informative_pose_s{seed}_lr{lr}_{dtype}" / "best_checkpoint.pth"
+        tag, epochs = f"{tag}_ft{args.finetune_epochs}", args.finetune_epochs
+        if args.finetune_lr:
+            tag, lr = f"{tag}_lr{args.finetune_lr}", args.finetune_lr
     out = Path(args.work) / "runs" / tag
     if (args.reuse or args.table_only) and (out / "test_metrics.json").is_file():  # finished earlier
         return read_metrics(out), float("nan")
     if args.table_only:
         return None
     started = time.time()
-    m = train_and_test(worlds[kind], out, fusion, seed, lr, args.epochs, dtype)
+    m = train_and_test(worlds[kind], out, fusion, seed, lr, epochs, dtype, finetune)
     print(f"{tag}: test BLEU-4 {m['bleu4']:.2f}", flush=True)
     return m, (time.time() - started) / 60
 
 
 def study(args):
+    """The table's rows; pretrained runs start once their cell's random-init pose-only run has finished."""
     worlds = {kind: world(args.work, kind) for kind in ("informative", "noise")}
-    jobs = [(seed, lr, dtype, kind, fusion) for dtype in args.dtypes for lr in args.lrs for seed in args.seeds
-            for kind, fusion in [("informative", None)] + [(k, f) for f in args.fusion_types for k in args.worlds]]
+    runs = [("informative", None)] + [(k, f) for f in args.fusion_types for k in args.worlds]
+    starts = ["random"] + (["pretrained"] if args.finetune_epochs else [])
+    jobs = [(seed, lr, dtype, start, kind, fusion) for dtype in args.dtypes for lr in args.lrs
+            for seed in args.seeds for start in starts for kind, fusion in runs]
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is a subprocess: threads suffice
-        results = dict(zip(jobs, pool.map(lambda job: measure(args, worlds, *job), jobs)))
-    lines = [row(["seed", "lr", "dtype", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
+        results = {}
+        for phase in starts:  # the pretrained phase needs the random phase's pose-only checkpoints
+            todo = [job for job in jobs if job[3] == phase]
+            results.update(zip(todo, pool.map(lambda job: measure(args, worlds, *job), todo)))
+    then = f" at lr {args.finetune_lr}" if args.finetune_lr else ""
+    translator = {"random": "random init", "pretrained": f"pose-only ckpt + {args.finetune_epochs} ep{then}"}
+    lines = [row(["seed", "lr", "dtype", "translator", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
                   "withheld cost", "gate described / undescribed", "minutes"]),
-             row(["---"] * 11)]
-    for (seed, lr, dtype, kind, fusion), result in results.items():
-        base = results.get((seed, lr, dtype, "informative", None))
+             row(["---"] * 12)]
+    for (seed, lr, dtype, start, kind, fusion), result in results.items():
+        base = results.get((seed, lr, dtype, start, "informative", None))
         if result is None or base is None:
             continue
         m, minutes = result
+        cells = [str(seed), str(lr), dtype, translator[start]]
+        took = "–" if minutes != minutes else f"{minutes:.1f}"
         if fusion is None:
-            lines.append(row([str(seed), str(lr), dtype, "either", "pose-only", f"{m['bleu4']:.2f}",
-                              "–", "–", "–", "–", "–" if minutes != minutes else f"{minutes:.1f}"]))
+            lines.append(row(cells + ["either", "pose-only", f"{m['bleu4']:.2f}", "–", "–", "–", "–", took]))
             continue
         base, w = base[0], m["withheld"]
-        lines.append(row([str(seed), str(lr), dtype, kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",
-                          f"{m['bleu4'] - base['bleu4']:+.2f}", f"{m['bleu4'] - w['bleu4']:+.2f}",
-                          f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", "–" if minutes != minutes else f"{minutes:.1f}"]))
-    return lines[:2] + sorted(lines[2:], key=lambda line: line.split("|")[1:4])  # stable: pose-only first
+        lines.append(row(cells + [kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",
+                                  f"{m['bleu4'] - base['bleu4']:+.2f}", f"{m['bleu4'] - w['bleu4']:+.2f}",
+                                  f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", took]))
+    return lines[:2] + sorted(lines[2:], key=lambda line: line.split("|")[1:5])  # stable: pose-only first
 
 
 def main():
@@ -79,6 +99,10 @@ def main():
     parser.add_argument("--fusion-types", nargs="+", default=["gating", "cross_attn"])
     parser.add_argument("--worlds", nargs="+", default=["informative", "noise"])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--finetune-epochs", type=int, default=0,
+                        help="also continue each cell's pose-only run for this many epochs, pose-only and with "
+                             "descriptions (a pretrained-like translator); 0: random init only")
+    parser.add_argument("--finetune-lr", type=float, help="the continuation's lr (default: the cell's lr)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--reuse", action="store_true", help="keep runs of --work that finished")
     parser.add_argument("--note", default="", help="said after the machine in the table's header")
@@ -91,7 +115,7 @@ def main():
               f"Machine: {machine()}, CPU only{'; ' + args.note if args.note else ''}. Command: "
               f"`python bench/fusion_study.py {' '.join(sys.argv[1:])}`.",
               f"Recipe: uni_sign_ext/study.py ({args.epochs} epochs). gain = test BLEU-4 − pose-only's "
-              f"(same seed, lr, dtype); withheld cost = test BLEU-4 − the same model's with descriptions "
+              f"(same seed, lr, dtype, translator); withheld cost = test BLEU-4 − the same model's with descriptions "
               f"withheld. The gate starts at {INITIAL_GATE:.3f} on every frame.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(header + lines) + "\n", encoding="utf-8")

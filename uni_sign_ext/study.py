@@ -35,13 +35,16 @@ def free_port():
         return str(s.getsockname()[1])
 
 
-def train_and_test(world, out_dir, descriptions=None, seed=0, lr=LR, epochs=EPOCHS, dtype="fp32"):
+def train_and_test(world, out_dir, descriptions=None, seed=0, lr=LR, epochs=EPOCHS, dtype="fp32", finetune=None):
     """Train on `world`'s CSL_Daily split, return test metrics (with "withheld" when descriptions are used).
 
-    descriptions: None (pose-only) or a --text_fusion_type.
+    descriptions: None (pose-only) or a --text_fusion_type. finetune: a checkpoint to start from (--finetune),
+    e.g. a pose-only run's best_checkpoint.pth as the user's stage-2 model; a fresh fusion joins it as identity.
     """
     flags = RECIPE + ["--seed", str(seed), "--lr", str(lr), "--epochs", str(epochs), "--dtype", dtype,
                       "--output_dir", str(out_dir)]
+    if finetune:
+        flags += ["--finetune", str(finetune)]
     if descriptions:
         flags += ["--use_descriptions", "--text_fusion_type", descriptions]
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1", "--master_port", free_port(),
