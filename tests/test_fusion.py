@@ -221,3 +221,20 @@ def test_fusion_leaves_the_runs_random_streams_alone(fusion_type):
     torch.manual_seed(4)
     other = DescriptionFusion(D, D, fusion_type)
     assert not torch.equal(other.mask_embedding.mask, fusion.mask_embedding.mask)  # still follows --seed
+
+
+def test_gate_stats_average_real_frames_by_kind_and_print_na_for_none_seen():
+    from uni_sign_ext.fusion import GateStats, format_gate
+
+    stats = GateStats()
+    gate = torch.tensor([[0.2, 0.4, 0.9, 0.7], [0.6, 0.1, 0.3, 0.5]]).unsqueeze(-1)
+    has = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])  # frame 3 of video 0 is padding
+    stats.add({"gate": gate, "has_description": has}, mask)
+    means = stats.means()
+    assert means["gate_described"] == pytest.approx((0.2 + 0.4 + 0.6) / 3)
+    assert means["gate_undescribed"] == pytest.approx((0.9 + 0.1 + 0.3 + 0.5) / 4)
+    assert (format_gate(means["gate_described"]), format_gate(None)) == ("0.4000", "n/a")
+    only_undescribed = GateStats()
+    only_undescribed.add({"gate": gate, "has_description": torch.zeros_like(has)}, mask)
+    assert only_undescribed.means()["gate_described"] is None
