@@ -365,3 +365,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser("Uni-Sign fine-tuning", parents=[utils.get_args_parser()])
     with exit_on_user_error():
         main(parser.parse_args())
+    utils.leave_distributed()

@@ -105,6 +105,14 @@ def init_distributed_mode(args):
     deepspeed.init_distributed(dist_backend=backend)
 
 
+def leave_distributed():
+    """After a finished run: wait for every rank, then close the process group (left open, gloo's
+    threads can abort the interpreter's exit: "terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_main_process():
     return not dist.is_initialized() or dist.get_rank() == 0
 
