@@ -1,4 +1,4 @@
-"""Smart-interpolation alignment (DESIGN.md "Temporal alignment") and the batch collation of its plans."""
+"""Smart-interpolation alignment (docs/descriptions.md, "Alignment") and the batch collation of its plans."""
 import random
 
 import numpy as np
@@ -107,7 +107,7 @@ def test_repeated_frame_indices():
 
 
 def reference(descriptions, frames):
-    """The rule of DESIGN.md written out frame by frame, independently of the vectorised plan."""
+    """The rule of docs/descriptions.md written out frame by frame, independently of the vectorised plan."""
     described = {int(k): v for k, v in descriptions.items()}
     aligned, has = [], []
     for f in frames:

@@ -1,4 +1,4 @@
-"""Every upstream flag, every DESIGN.md flag, and the user's own launch commands parse."""
+"""Every upstream flag, every flag of the design, and the user's own launch commands parse."""
 import shlex
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Smart-interpolation alignment of described frames to the sampled original frames (DESIGN.md).
+"""Smart-interpolation alignment of described frames to the sampled original frames (docs/descriptions.md).
 
 For each sampled frame f: an exact description → that text (has_description = 1); described frames on
 both sides → interpolate the two *encoded features*, w = (f − l)/(r − l) towards r (equal texts collapse

@@ -1,4 +1,4 @@
-"""Description files: the accepted formats and folder layouts (DESIGN.md "Description files").
+"""Description files: the accepted formats and folder layouts (docs/descriptions.md).
 
 A sample without a file has no descriptions (not an error). A malformed file is logged with its path
 and reason, recorded in `DescriptionLoader.problems`, and the sample trains as "no descriptions".

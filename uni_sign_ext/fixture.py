@@ -185,7 +185,7 @@ def phrase_for(kind, member, noise_rng):
 
 
 def description_document(described, fmt):
-    """The same descriptions in one of the accepted file formats (DESIGN.md, "Description files")."""
+    """The same descriptions in one of the accepted file formats (docs/descriptions.md)."""
     if fmt == "canonical":
         return {str(k): v for k, v in described.items()}
     if fmt == "wrapper":

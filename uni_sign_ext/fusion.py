@@ -1,4 +1,4 @@
-"""Learned fusion of description features into the pose features (DESIGN.md "Fusion").
+"""Learned fusion of description features into the pose features; why this form, below.
 
     fused = pose + gate · rms(pose) · bounded(proj(LN(text))),   per frame,
     gate  = σ(B · tanh(MLP([LN(pose), LN(text), has_description]) / B))
