@@ -4,6 +4,7 @@ import os
 import random
 import socket
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,6 +104,22 @@ def init_distributed_mode(args):
         args.device = torch.device("cpu")
         backend = "gloo"
     deepspeed.init_distributed(dist_backend=backend)
+    if backend == "gloo":
+        _unlink_deepspeed_shm_buffer(args.rank)
+
+
+def deepspeed_shm_buffer(rank, master_addr, master_port):
+    """The /dev/shm file DeepSpeed's CPU backend creates for `rank` (named in its shm.cpp)."""
+    return Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{master_addr}_{master_port}_{rank}"
+
+
+def _unlink_deepspeed_shm_buffer(rank):
+    """DeepSpeed's CPU backend gives each launched rank a 66 MB shared-memory buffer and never unlinks it: every
+    run leaked 66 MB of RAM per rank in /dev/shm, until a test suite's training runs were killed for memory.
+    init_distributed returns once this rank has mapped all its peers' buffers, so after a barrier the names can
+    go; the mappings live on until the process exits."""
+    dist.barrier()
+    deepspeed_shm_buffer(rank, os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]).unlink(missing_ok=True)
 
 
 def leave_distributed():

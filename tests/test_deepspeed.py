@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils import deepspeed_shm_buffer
+
 REPO = Path(__file__).resolve().parents[1]
 # bf16 on CPUs without native support is ~30x slower than fp32: bf16 runs use short clips.
 COMMON = ["--dataset", "CSL_Daily", "--batch-size", "4", "--gradient-accumulation-steps", "1",
@@ -25,12 +27,16 @@ def free_port():
 
 
 def deepspeed_run(ranks, script, flags, root, timeout=900):
+    """Launch `script` on `ranks` CPU ranks; it must succeed and leave none of DeepSpeed's shm buffers behind."""
+    port = free_port()
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
-           "--master_port", free_port(), str(script), *flags]
+           "--master_port", port, str(script), *flags]
     env = dict(os.environ, UNISIGN_ROOT=str(root), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
+    leaked = [path for rank in range(ranks) if (path := deepspeed_shm_buffer(rank, "127.0.0.1", port)).exists()]
+    assert not leaked, f"DeepSpeed's shared-memory buffers outlived the run: {leaked}"
     return output
 
 
