@@ -277,6 +277,22 @@ def test_informative_world_descriptions_tell_pairs_apart(informative_and_noise):
         assert set().union(*programs[a]) & set().union(*programs[b])  # the same gestures, described alike
 
 
+def pose_bytes_by_sample(world, dataset, split):
+    return [path.read_bytes() for d, sp, _, path, _ in all_samples(world) if (d, sp) == (dataset, split)]
+
+
+def test_informative_pairs_share_one_pose_recording(informative_and_noise, world):
+    """Only the descriptions tell a pair apart: samples k, k+1 (sentences 2j, 2j+1) have byte-equal pose files,
+    so a pose-only model cannot memorise which member a training clip is (in the plain world every clip differs)."""
+    for dataset, splits in SPLITS.items():
+        for split in splits:
+            poses = pose_bytes_by_sample(informative_and_noise["informative"], dataset, split)
+            assert len(poses) >= 8 and all(a == b for a, b in zip(poses[0::2], poses[1::2])), (dataset, split)
+            assert len(set(poses)) == len(poses) // 2
+            plain = pose_bytes_by_sample(world, dataset, split)
+            assert len(set(plain)) == len(plain)
+
+
 def test_noise_world_differs_from_informative_only_in_descriptions(informative_and_noise):
     """So one pose-only run is the baseline of both worlds."""
     informative, noise = informative_and_noise["informative"], informative_and_noise["noise"]
