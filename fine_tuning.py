@@ -210,7 +210,7 @@ def write_predictions(output_dir, phase, names, predictions, references):
         f.writelines(f"sample: {n}, ground-truth: {r}\n" for n, r in zip(names, references))
 
 
-def format_metrics(metrics, task):
+def format_metrics(metrics, task="SLT"):
     text = tasks.format_scores(task, metrics)
     if metrics.get("bleurt") is not None:
         text += f" BLEURT {metrics['bleurt']:.4f}"
