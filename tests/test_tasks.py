@@ -24,6 +24,12 @@ def up():
     return load_upstream()
 
 
+def aim_upstream(up, world):
+    """Upstream's config-derived globals at the mini-world's mT5 and the pose folders these tests read."""
+    point_at(up, world / "pretrained_weight" / "mt5-base",
+             {dataset: str(world / "dataset" / dataset / "pose_format") for dataset in ("CSL_Daily", "WLASL")})
+
+
 # ---------------------------------------------------------------- ISLR accuracy
 
 
@@ -156,7 +162,7 @@ def test_prompt_and_targets_per_task_give_upstreams_loss(up, mini_world, dataset
     (CSLR: gt_gloss copied over gt_sentence), against ours: the same loss, bit for bit."""
     from models import Uni_Sign
 
-    point_at(up, mini_world / "pretrained_weight" / "mt5-base", {})
+    aim_upstream(up, mini_world)
     torch.manual_seed(0)
     theirs = up.models.Uni_Sign(upstream_args(dataset=dataset, task=task)).eval()
     ours = Uni_Sign(parse_args("--dataset", dataset, "--task", task,
@@ -185,9 +191,7 @@ def test_wlasl_items_equal_upstreams_per_split(up, mini_world):
     import config
     import datasets
 
-    point_at(up, mini_world / "pretrained_weight" / "mt5-base",
-             {"CSL_Daily": str(mini_world / "dataset" / "CSL_Daily" / "pose_format"),
-              "WLASL": str(mini_world / "dataset" / "WLASL" / "pose_format")})
+    aim_upstream(up, mini_world)
     for phase in ("train", "dev", "test"):
         label_path = str(mini_world / "data" / "WLASL" / f"labels-2000.{phase}")
         theirs = up.datasets.S2T_Dataset(path=label_path, args=upstream_args(dataset="WLASL", task="ISLR",
