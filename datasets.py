@@ -51,6 +51,14 @@ def pose_folder(args, label_path):
     return folder
 
 
+def check_pose_folder(folder, dataset):
+    """A missing pose folder is a layout mistake, not a split of missing files: say where poses belong."""
+    if not os.path.isdir(folder):
+        where = "pose_format/<split>/ (train, dev, test)" if dataset in config.split_subfolder_datasets else "pose_format/"
+        raise SystemExit(f"{folder}: pose folder not found; {dataset} keeps its pose files in {where} under "
+                         "dataset/<Dataset>/ (config.pose_dirs, UNISIGN_ROOT).")
+
+
 def pose_file_name(video_path):
     return os.path.splitext(video_path)[0] + ".pkl"
 
@@ -63,7 +71,11 @@ class S2T_Dataset(Dataset):
         self.pose_dir = pose_folder(args, path)
         label_set = load_labels(path, args.dataset, phase)
         labels = label_set.entries
-        available = set(os.listdir(self.pose_dir)) if os.path.isdir(self.pose_dir) else set()
+        check_pose_folder(self.pose_dir, args.dataset)
+        if args.task == "CSLR" and not any(e["gloss"].strip() for e in labels.values()):
+            raise SystemExit(f"{path}: no entry has glosses, but --task CSLR learns glosses: use gloss-annotated "
+                             "labels (CSL_Daily's), or --task SLT.")
+        available = set(os.listdir(self.pose_dir))
         self.missing_pose = [n for n, e in labels.items() if pose_file_name(e["video_path"]) not in available]
         if self.missing_pose:
             logger.warning("%s: %d of %d labelled samples have no pose file in %s and are skipped "

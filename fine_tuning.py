@@ -1,6 +1,8 @@
-"""Train and evaluate Uni-Sign (pose → mT5 translation) under DeepSpeed, optionally with descriptions.
+"""Train and evaluate Uni-Sign (pose → mT5 text) under DeepSpeed, optionally with descriptions: translation
+(--task SLT), isolated (ISLR, WLASL) or continuous (CSLR, CSL-Daily glosses) sign recognition.
 
     deepspeed --include localhost:0,1 fine_tuning.py --dataset CSL_Daily --finetune stage2.pth ...
+    deepspeed fine_tuning.py --dataset WLASL --task ISLR --max_length 64 --finetune stage2.pth ...
     deepspeed fine_tuning.py --use_descriptions --finetune out/stage2/best_checkpoint.pth ...
     python fine_tuning.py --eval --finetune out/stage3/best_checkpoint.pth ...
 """
@@ -17,17 +19,17 @@ import config
 import utils
 from datasets import S2T_Dataset
 from models import Uni_Sign
-from uni_sign_ext import resume, run_log
+from uni_sign_ext import resume, run_log, tasks
 from uni_sign_ext.checkpoint import (checkpoint_record, load_fusion_checkpoint, load_model_checkpoint,
                                      read_state_dict)
 from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
+from uni_sign_ext.bleurt_metric import Bleurt, wanted as bleurt_wanted
 from uni_sign_ext.cli import check_description_args, check_run_args
 from uni_sign_ext.deepspeed_setup import build_optimizer, cosine_schedule, deepspeed_config, sync_batchnorm
 from uni_sign_ext.distributed_eval import ShardedBatchSampler, broadcast_buffers, gather_ordered, union_over_ranks
 from uni_sign_ext.fusion import GateStats, format_gate, withhold_descriptions
 from uni_sign_ext.guards import (check_numeric_flags, exit_on_user_error, loss_is_usable,
                                  refuse_nonfinite_model)
-from uni_sign_ext.metrics import evaluate_translations
 from uni_sign_ext.results import write_metrics
 
 logger = logging.getLogger("fine_tuning")
@@ -127,7 +129,7 @@ def train_one_epoch(engine, loader, epoch, args, provider):
     steps = len(loader) if not args.quick_break else min(len(loader), args.quick_break)
     for step, (src_input, tgt_input) in enumerate(loader):
         problems.add(src_input)
-        out = engine(prepare_batch(src_input, args, provider), tgt_input)
+        out = engine(prepare_batch(src_input, args, provider), tasks.use_task_targets(tgt_input, args.task))
         if not loss_is_usable(out["loss"], src_input["name_batch"], epoch, step, args):
             nonfinite += 1
             continue
@@ -149,17 +151,18 @@ def train_one_epoch(engine, loader, epoch, args, provider):
 
 
 @torch.no_grad()
-def evaluate(engine, loader, args, phase, provider, withhold=False):
-    """Translate a split, each rank its share of the batches; returns metrics (upstream's, the mean
-    loss, the skip count and, with descriptions, the mean gates), the same on every rank.
+def evaluate(engine, loader, args, phase, provider, withhold=False, bleurt=None):
+    """Generate a split's texts, each rank its share of the batches; returns metrics (upstream's for the
+    task, the mean loss, the skip count and, with descriptions, the mean gates), the same on every rank
+    (BLEURT, when scored, on rank 0 only).
 
     Runs under a fixed seed without disturbing the training streams (creating a loader draws from them).
     """
     with utils.seeded(args.seed):
-        return _evaluate(engine, loader, args, phase, provider, withhold)
+        return _evaluate(engine, loader, args, phase, provider, withhold, bleurt)
 
 
-def _evaluate(engine, loader, args, phase, provider, withhold):
+def _evaluate(engine, loader, args, phase, provider, withhold, bleurt):
     engine.eval()
     model = engine.module
     broadcast_buffers(model)
@@ -173,6 +176,7 @@ def _evaluate(engine, loader, args, phase, provider, withhold):
         src_input = prepare_batch(src_input, args, provider)
         if withhold:
             src_input = withhold_descriptions(src_input)
+        tgt_input = tasks.use_task_targets(tgt_input, args.task)
         out = engine(src_input, tgt_input)
         if "gate" in out:
             gates.add(out, src_input["attention_mask"])
@@ -187,8 +191,10 @@ def _evaluate(engine, loader, args, phase, provider, withhold):
     names, predictions, references = ([x for batch in batches for x in batch[i]] for i in range(3))
     if not names:
         raise SystemExit(f"no usable {phase} samples to evaluate (see the skips reported above)")
-    metrics = evaluate_translations(args.dataset, references, predictions)
+    metrics = tasks.score(args.task, args.dataset, references, predictions)
     metrics.update(loss=sum(batch[3] for batch in batches) / len(batches), skipped_pose_files=skipped)
+    if bleurt is not None and utils.is_main_process():
+        metrics["bleurt"] = bleurt.mean_score(references, predictions)
     if provider is not None:
         metrics.update(gates.means(sharded=sampler.shards > 1))
     if utils.is_main_process() and args.output_dir and not withhold:
@@ -204,26 +210,27 @@ def write_predictions(output_dir, phase, names, predictions, references):
         f.writelines(f"sample: {n}, ground-truth: {r}\n" for n, r in zip(names, references))
 
 
-def format_metrics(metrics):
-    text = " ".join(f"BLEU-{n} {metrics[f'bleu{n}']:.2f}" for n in range(1, 5))
-    text += f" ROUGE-L {metrics['rouge']:.2f}"
+def format_metrics(metrics, task="SLT"):
+    text = tasks.format_scores(task, metrics)
+    if metrics.get("bleurt") is not None:
+        text += f" BLEURT {metrics['bleurt']:.4f}"
     if "gate_described" in metrics:
         text += (f" | mean gate: described {format_gate(metrics['gate_described'])}, "
                  f"undescribed {format_gate(metrics['gate_undescribed'])}")
     return text
 
 
-def evaluate_and_report(engine, loader, args, phase, provider, ablation):
-    """Metrics of a split; with descriptions and `ablation`, also those with descriptions withheld
-    (keys prefixed `withheld_`): beam search runs twice, so epochs skip it unless asked."""
+def evaluate_and_report(engine, loader, args, phase, provider, ablation, bleurt=None):
+    """Metrics of a split (with `bleurt`, also its BLEURT); with descriptions and `ablation`, also those with
+    descriptions withheld (keys prefixed `withheld_`): beam search runs twice, so epochs skip it unless asked."""
     start = time.time()
-    metrics = evaluate(engine, loader, args, phase, provider)
+    metrics = evaluate(engine, loader, args, phase, provider, bleurt=bleurt)
     metrics["seconds"] = time.time() - start
-    log("[%s] %s (%.1fs)", phase, format_metrics(metrics), metrics["seconds"])
+    log("[%s] %s (%.1fs)", phase, format_metrics(metrics, args.task), metrics["seconds"])
     if provider is not None:
         if ablation:
             withheld = evaluate(engine, loader, args, phase, provider, withhold=True)
-            log("[%s, descriptions withheld] %s", phase, format_metrics(withheld))
+            log("[%s, descriptions withheld] %s", phase, format_metrics(withheld, args.task))
             metrics.update((f"withheld_{k}", v) for k, v in withheld.items()
                            if k not in ("seconds", "skipped_pose_files"))
         if utils.is_main_process():
@@ -285,12 +292,14 @@ def main(args):
         args.zero_stage, args.dtype, args.world_size)
 
     if args.eval:
-        if args.dataset != "How2Sign":
-            evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=True)
-        evaluate_and_report(engine, test_loader, args, "test", provider, ablation=True)
+        bleurt = Bleurt(args.bleurt_checkpoint) if bleurt_wanted(args) and utils.is_main_process() else None
+        if args.dataset != "How2Sign" and args.task != "ISLR":  # upstream's --eval skips these dev splits
+            evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=True, bleurt=bleurt)
+        evaluate_and_report(engine, test_loader, args, "test", provider, ablation=True, bleurt=bleurt)
         return
 
-    start_epoch, best_bleu, best_epoch = resume_point(engine, args)
+    task = tasks.TASKS[args.task]
+    start_epoch, best_score, best_epoch = resume_point(engine, args)
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         train = train_one_epoch(engine, train_loader, epoch, args, provider)
@@ -298,8 +307,8 @@ def main(args):
         if args.output_dir:
             save_checkpoint(engine, args, Path(args.output_dir) / f"checkpoint_{epoch}.pth", epoch)
         dev = evaluate_and_report(engine, dev_loader, args, "dev", provider, ablation=args.ablation_every_epoch)
-        if dev["bleu4"] > best_bleu:
-            best_bleu, best_epoch = dev["bleu4"], epoch
+        if task.improves(dev[task.best_key], best_score):
+            best_score, best_epoch = dev[task.best_key], epoch
             if args.output_dir:
                 save_checkpoint(engine, args, Path(args.output_dir) / "best_checkpoint.pth", epoch)
         if args.output_dir:
@@ -308,7 +317,7 @@ def main(args):
                 run_log.append(args.output_dir, run_log.epoch_record(
                     epoch, train, dev, n_trainable, dev_seconds=dev_seconds, seconds=time.time() - started))
                 run_log.plot_run(args.output_dir)
-            resume.save(engine, args.output_dir, epoch, best_bleu, best_epoch)
+            resume.save(engine, args.output_dir, epoch, best_score, best_epoch)
     final_test(engine, test_loader, args, provider, best_epoch)
 
 
@@ -348,14 +357,18 @@ def load_engine_weights(engine, args, path):
 
 
 def resume_point(engine, args):
-    """(first epoch to train, best dev BLEU-4 so far, its epoch): where --resume picks the run up."""
+    """(first epoch to train, best dev score so far (the task's: BLEU-4, accuracy, WER), its epoch): where
+    --resume picks the run up."""
+    task = tasks.TASKS[args.task]
     if not args.resume:
-        return 0, -1.0, None
+        return 0, task.no_score_yet, None
     resumed = resume.load(engine, args.output_dir)
     if resumed is None:
         log("--resume: %s holds no checkpoint yet; starting from epoch 0", args.output_dir)
-        return 0, -1.0, None
-    log("--resume: continuing %s at epoch %d (best dev BLEU-4 so far %.2f)", args.output_dir, *resumed[:2])
+        return 0, task.no_score_yet, None
+    start_epoch, best_score, _ = resumed
+    log("--resume: continuing %s at epoch %d (best dev %s so far %.2f)", args.output_dir, start_epoch,
+        task.best_name, best_score)
     if utils.is_main_process():
         run_log.keep_epochs_before(args.output_dir, resumed[0])
     return resumed

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 import config
+from uni_sign_ext.bleurt_metric import add_bleurt_args
 from uni_sign_ext.cli import add_description_args, add_run_args
 from uni_sign_ext.guards import add_guard_args
 
@@ -61,6 +62,7 @@ def get_args_parser():
     # New: where the translation mT5 (and its tokenizer) is loaded from.
     parser.add_argument("--mt5_path", default=config.mt5_path,
                         help="Hugging Face mT5 folder (config, weights, spiece.model)")
+    add_bleurt_args(parser)
     add_description_args(parser, config.description_root, config.feature_cache_dir)
     add_run_args(parser)
     add_guard_args(parser)
@@ -69,8 +71,6 @@ def get_args_parser():
 
 def check_supported(args):
     """Flags that parse for compatibility but whose code paths this fork has not written yet."""
-    if args.task != "SLT":
-        raise SystemExit(f"--task {args.task} is not supported yet in this fork; use --task SLT.")
     if args.rgb_support:
         raise SystemExit("--rgb_support is not supported yet in this fork (pose-only); drop the flag.")
     if args.online_video:

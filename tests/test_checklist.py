@@ -45,7 +45,7 @@ def test_problems_fail_with_fixes(world_root, capsys, tmp_path):
     assert code == 1 and not report["ok"]
     assert "does not load" in text and str(broken) in text
     assert "no folder for CSL_Daily" in text
-    assert "--task ISLR is not supported yet" in text
+    assert "--use_descriptions works with --task SLT only" in text
     assert "missing.pth does not exist" in text
     assert all(c["fix"] for c in failed)
 

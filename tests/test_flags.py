@@ -64,8 +64,6 @@ def test_the_users_launch_commands_parse(document):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--task", "ISLR"], "--task ISLR is not supported yet"),
-    (["--task", "CSLR"], "--task CSLR is not supported yet"),
     (["--rgb_support"], "--rgb_support is not supported yet"),
     (["--online_video", "demo.mp4"], "--online_video is not supported yet"),
     (["--zero_stage", "4"], "--zero_stage 4 does not exist"),

@@ -56,6 +56,10 @@ def check_description_args(args):
                              "weights, but --use_descriptions is off: add --use_descriptions, or "
                              "drop --fusion_checkpoint to run the upstream pose-only model.")
         return
+    if args.task != "SLT":
+        raise SystemExit(f"--use_descriptions works with --task SLT only (descriptions are fused for translation; "
+                         f"--task {args.task} has no description folders or tests yet): drop --use_descriptions "
+                         f"to run --task {args.task}, or use --task SLT.")
     if not 0.0 <= args.text_dropout_p < 1.0:
         raise SystemExit(f"--text_dropout_p must be in [0, 1), got {args.text_dropout_p}")
     if not args.text_encoder_freeze:

@@ -3,7 +3,8 @@
     python -m uni_sign_ext.fixture --out mini_world [--samples-per-split 24] [--seed 0] [--kind plain]
 
 Builds a tiny mT5 (random weights, d_model 768 like mt5-base, a SentencePiece tokenizer trained on the
-spot), label files drawn from the real CSL-Daily and How2Sign label subsets shipped in fixture_labels/, synthetic
+spot), label files drawn from the real CSL-Daily (with glosses, for CSLR) and How2Sign label subsets shipped in
+fixture_labels/, a tiny WLASL of isolated words for ISLR (fixture_wlasl.py), synthetic
 pose files (133 COCO-WholeBody keypoints) whose motion follows a per-sentence "program" of gestures,
 and description files that describe that same motion, in every accepted format and layout. Few
 distinct short sentences, each signed several times, so that a few epochs can learn something.
@@ -392,6 +393,9 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain"):
     print(f"[mini-world] building {root} ({kind}, {samples_per_split} samples per split, seed {seed})", flush=True)
     csl_sentences, csl_descriptions = build_csl_daily(root, labels_dir, samples_per_split, seed, kind)
     h2s_sentences, h2s_descriptions = build_how2sign(root, labels_dir, samples_per_split, seed, kind)
+    from uni_sign_ext.fixture_wlasl import build_wlasl  # it builds on this module
+
+    build_wlasl(root, samples_per_split, seed)  # its words are in the sentences' alphabet: not in the corpus
     print(f"[mini-world] labels, poses, descriptions written ({time.time() - started:.1f}s); "
           "training the tokenizer, saving the tiny mT5", flush=True)
     descriptions = csl_descriptions | h2s_descriptions

@@ -15,7 +15,8 @@ from pathlib import Path
 
 LOG_NAME = "log.txt"
 CURVES_NAME = "curves.png"
-PANELS = (("train_loss", "training loss"), ("test_bleu4", "dev BLEU-4"),
+PANELS = (("train_loss", "training loss"), ("test_bleu4", "dev BLEU-4"),  # a run has the panels of its --task
+          ("test_top1_acc_pi", "dev top-1 accuracy (per instance)"), ("test_wer", "dev WER"),
           (("test_gate_described", "test_gate_undescribed"), "dev mean gate"))
 
 
