@@ -12,11 +12,12 @@ import torch
 from torch.utils.data import Dataset
 
 import config
-from uni_sign_ext.labels import load_labels
+from uni_sign_ext.labels import LabelFileError, csl_news_bounds, csl_news_item_problem, load_labels, read_csl_news_list
 from uni_sign_ext.pose import PARTS, PoseFileError, load_pose_sample
 
 logger = logging.getLogger(__name__)
 MISSING_NAMES_SHOWN = 5
+NEWS_ATTEMPTS = 10  # upstream's S2T_Dataset_news: the sample, then up to 9 random replacements
 
 
 @dataclass
@@ -64,6 +65,8 @@ def pose_file_name(video_path):
 
 
 class S2T_Dataset(Dataset):
+    clip_bounds = True  # a pose file's start/end select the clip (upstream's S2T_Dataset)
+
     def __init__(self, path, args, phase):
         self.args = args
         self.phase = phase
@@ -90,11 +93,14 @@ class S2T_Dataset(Dataset):
         missing = set(self.missing_pose)
         self.labels = {n: e for n, e in labels.items() if n not in missing}
         self.names = list(self.labels)
+        self._open_descriptions()
+
+    def _open_descriptions(self):
         self.description_loader = None
-        if args.use_descriptions:
+        if self.args.use_descriptions:
             from uni_sign_ext.descriptions import open_description_loader
 
-            self.description_loader = open_description_loader(args.desc_dir, args.dataset, phase)
+            self.description_loader = open_description_loader(self.args.desc_dir, self.args.dataset, self.phase)
         self.setup_warnings = self._setup_warnings()
 
     def _setup_warnings(self):
@@ -124,32 +130,43 @@ class S2T_Dataset(Dataset):
         item, warnings = self._load(index)
         skipped = []
         if self.phase == "train" and isinstance(item, SkippedSample):
-            # In training a bad file is replaced by the next good sample, so every rank keeps its batch
-            # size (ranks must step together); the skip still travels with the batch to be counted.
+            # In training a bad file is replaced by another sample, so every rank keeps its batch size
+            # (ranks must step together); the skip still travels with the batch to be counted.
             skipped = [item]
-            for step in range(1, len(self.names)):
-                item, warnings = self._load((index + step) % len(self.names))
+            for other in self._replacements(index):
+                item, warnings = self._load(other)
                 if not isinstance(item, SkippedSample):
                     break
                 skipped.append(item)
             else:
-                raise RuntimeError(f"no usable pose file among the {len(self.names)} samples in {self.pose_dir}")
+                raise RuntimeError(self._no_replacement_left(skipped))
         if isinstance(item, SkippedSample) or not (skipped or warnings):
             return item
         return Flagged(item, skipped, warnings)
+
+    def _replacements(self, index):
+        """Indices to try, in order, when a training sample's pose file is unusable: the next ones."""
+        return ((index + step) % len(self.names) for step in range(1, len(self.names)))
+
+    def _no_replacement_left(self, skipped):
+        return f"no usable pose file among the {len(self.names)} samples in {self.pose_dir}"
 
     def _load(self, index):
         """→ (item or SkippedSample, [SampleWarning])."""
         name = self.names[index]
         entry = self.labels[name]
         path = os.path.join(self.pose_dir, pose_file_name(entry["video_path"]))
+        return self._load_item(index, name, path, entry["text"], entry["gloss"])
+
+    def _load_item(self, index, name, path, text, gloss):
+        """One sample's pose file → (upstream's item or SkippedSample, [SampleWarning])."""
         try:
-            sample = load_pose_sample(path, self.max_length, self._frame_rng(index))
+            sample = load_pose_sample(path, self.max_length, self._frame_rng(index), self.clip_bounds)
         except PoseFileError as exc:
             return SkippedSample(name, exc.path, exc.reason), []
         reasons = sample.warnings + ([self.label_warnings[name]] if name in self.label_warnings else [])
         pose = {part: torch.from_numpy(sample.parts[part]) for part in PARTS}
-        item = (name, pose, entry["text"], entry["gloss"], {})
+        item = (name, pose, text, gloss, {})
         if self.args.use_descriptions:
             from uni_sign_ext.alignment import aligned_sample_descriptions
 
@@ -160,6 +177,58 @@ class S2T_Dataset(Dataset):
 
     def collate_fn(self, batch):
         return collate(batch, self.args.use_descriptions)
+
+
+class S2T_Dataset_news(S2T_Dataset):
+    """CSL-News, for pre-training: one JSON list of {"video", "pose", "text"}, split by position as upstream
+    (first 99 % train, the last 1 % dev and test; labels.csl_news_bounds). Items are upstream's: the name is
+    the entry's `video`, the pose file `pose_dir/<pose>`, the gloss ''.
+
+    As upstream, a training sample whose pose file (or entry) is unusable is replaced by a random sample, up
+    to NEWS_ATTEMPTS tries in all; unlike upstream, every replaced sample is counted and reported. In
+    evaluation it is skipped and counted (never scored twice under another sample's name). Upstream's
+    news loader reads every frame of a pose file, ignoring its `start`/`end`: so does this one.
+    """
+    clip_bounds = False
+
+    def __init__(self, path, args, phase):
+        self.args = args
+        self.phase = phase
+        self.max_length = args.max_length
+        self.label_path = str(path)
+        self.pose_dir = pose_folder(args, path)
+        items = read_csl_news_list(path)
+        check_pose_folder(self.pose_dir, args.dataset)
+        self.start_idx, self.end_idx = csl_news_bounds(len(items), phase)
+        self.items = items[self.start_idx:self.end_idx]
+        if not self.items:
+            raise LabelFileError(f"{path}: no {phase} sample: its {len(items)} entries leave the {phase} part "
+                                 "(first 99 % train, last 1 % dev/test) empty; fix the file or UNISIGN_ROOT")
+        self.names = [item["video"] if isinstance(item, dict) and isinstance(item.get("video"), str)
+                      else f"item {self.start_idx + i}" for i, item in enumerate(self.items)]
+        self.rejected, self.label_warnings = {}, {}
+        self._open_descriptions()
+
+    def _replacements(self, index):
+        return (random.randint(0, len(self) - 1) for _ in range(NEWS_ATTEMPTS - 1))
+
+    def _no_replacement_left(self, skipped):
+        last = skipped[-1]
+        return (f"{len(skipped)} CSL-News samples in a row had unusable pose files (last: {last.path}: "
+                f"{last.reason}); check {self.pose_dir}")
+
+    def _load(self, index):
+        item, name = self.items[index], self.names[index]
+        problem = csl_news_item_problem(item)
+        if problem:
+            return SkippedSample(name, f"{self.label_path} item {self.start_idx + index}", problem), []
+        return self._load_item(index, name, os.path.join(self.pose_dir, item["pose"]), item["text"], "")
+
+
+def make_dataset(path, args, phase):
+    """The dataset class upstream uses for `args.dataset`: CSL-News has its own."""
+    cls = S2T_Dataset_news if args.dataset == "CSL_News" else S2T_Dataset
+    return cls(path, args, phase)
 
 
 def _pad_repeat_last(x, length):

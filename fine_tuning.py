@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import config
 import utils
-from datasets import S2T_Dataset
+from datasets import make_dataset
 from models import Uni_Sign
 from uni_sign_ext import resume, run_log, tasks
 from uni_sign_ext.checkpoint import (checkpoint_record, load_fusion_checkpoint, load_model_checkpoint,
@@ -48,7 +48,7 @@ def build_loader(args, phase):
     """Training: shuffled, split over ranks. Evaluation: each rank gets its share of the batches."""
     label_paths = {"train": config.train_label_paths, "dev": config.dev_label_paths,
                    "test": config.test_label_paths}[phase]
-    dataset = S2T_Dataset(label_paths[args.dataset], args, phase)
+    dataset = make_dataset(label_paths[args.dataset], args, phase)
     common = dict(num_workers=args.num_workers, collate_fn=dataset.collate_fn,
                   pin_memory=args.pin_mem and torch.cuda.is_available())
     if phase != "train":
@@ -60,6 +60,11 @@ def build_loader(args, phase):
     # ranks and keeps full batches only.
     return DataLoader(dataset, batch_size=args.batch_size, sampler=DistributedSampler(dataset, shuffle=True),
                       drop_last=True, **common)
+
+
+def epoch_steps(loader, args):
+    """Training steps (batches) per epoch: the loader's, or at most --quick_break of them."""
+    return min(len(loader), args.quick_break) if args.quick_break else len(loader)
 
 
 def text_feature_provider(args):
@@ -121,14 +126,16 @@ class ProblemLog:
 
 
 def train_one_epoch(engine, loader, epoch, args, provider):
-    """One epoch; returns upstream's training stats (mean loss and lr over steps) and the skip count."""
+    """One epoch (at most --quick_break steps); returns upstream's training stats (mean loss and lr over
+    steps), the skip count and the steps taken."""
     engine.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
-    problems, losses, lrs, start, nonfinite = ProblemLog(), [], [], time.time(), 0
-    steps = len(loader) if not args.quick_break else min(len(loader), args.quick_break)
+    problems, losses, lrs, start, nonfinite, done = ProblemLog(), [], [], time.time(), 0, 0
+    steps = epoch_steps(loader, args)
     for step, (src_input, tgt_input) in enumerate(loader):
         problems.add(src_input)
+        done += 1
         out = engine(prepare_batch(src_input, args, provider), tasks.use_task_targets(tgt_input, args.task))
         if not loss_is_usable(out["loss"], src_input["name_batch"], epoch, step, args):
             nonfinite += 1
@@ -147,7 +154,7 @@ def train_one_epoch(engine, loader, epoch, args, provider):
     if nonfinite:
         log("epoch %d: %d steps skipped for a NaN/inf loss (--nonfinite_loss skip)", epoch, nonfinite)
     return {"loss": sum(losses) / max(1, len(losses)), "lr": sum(lrs) / max(1, len(lrs)),
-            "skipped_pose_files": skipped}
+            "skipped_pose_files": skipped, "steps": done}
 
 
 @torch.no_grad()
@@ -284,7 +291,7 @@ def main(args):
     provider = text_feature_provider(args) if args.use_descriptions else None
     match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
-    schedule = cosine_schedule(optimizer, args, len(train_loader) if train_loader else 0)
+    schedule = cosine_schedule(optimizer, args, epoch_steps(train_loader, args) if train_loader else 0)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(args),
                                            lr_scheduler=schedule)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -4,7 +4,8 @@
 
 Builds a tiny mT5 (random weights, d_model 768 like mt5-base, a SentencePiece tokenizer trained on the
 spot), label files drawn from the real CSL-Daily (with glosses, for CSLR) and How2Sign label subsets shipped in
-fixture_labels/, a tiny WLASL of isolated words for ISLR (fixture_wlasl.py), synthetic
+fixture_labels/, a tiny WLASL of isolated words for ISLR (fixture_wlasl.py), a tiny CSL-News for
+pre-training (fixture_news.py), synthetic
 pose files (133 COCO-WholeBody keypoints) whose motion follows a per-sentence "program" of gestures,
 and description files that describe that same motion, in every accepted format and layout. Few
 distinct short sentences, each signed several times, so that a few epochs can learn something.
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORLD_VERSION = 4  # bump when the output changes, so old worlds are rebuilt
+WORLD_VERSION = 5  # bump when the output changes, so old worlds are rebuilt
 SENTENCES_PER_DATASET = 8
 MAX_CSL_CHARS = 12
 CSL_GREETING = "你们好！"  # always signed, so tokenizer("你们好") meets no unknown piece
@@ -396,6 +397,9 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain"):
     from uni_sign_ext.fixture_wlasl import build_wlasl  # it builds on this module
 
     build_wlasl(root, samples_per_split, seed)  # its words are in the sentences' alphabet: not in the corpus
+    from uni_sign_ext.fixture_news import build_csl_news
+
+    build_csl_news(root, csl_sentences, samples_per_split, seed)  # CSL_Daily's sentences: not in the corpus twice
     print(f"[mini-world] labels, poses, descriptions written ({time.time() - started:.1f}s); "
           "training the tokenizer, saving the tiny mT5", flush=True)
     descriptions = csl_descriptions | h2s_descriptions

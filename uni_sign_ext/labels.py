@@ -51,20 +51,45 @@ def _csl_news_entry(position, item):
     return name, {"name": name, "gloss": item.get("gloss", ""), "text": item.get("text"), "video_path": video}
 
 
-def _read_csl_news(path, phase):
-    """CSL-News keeps one JSON list: the first 99 % is train, the last 1 % serves dev and test."""
+def csl_news_bounds(total, phase):
+    """(start, end) of a CSL-News split in its JSON list of `total` items, as upstream cuts it: train is
+    items [0, int(total × 0.99)), dev and test are both the rest."""
+    cut = int(total * CSL_NEWS_TRAIN_SHARE)
+    return (0, cut) if phase == "train" else (cut, total)
+
+
+def read_csl_news_list(path):
+    """The whole CSL-News JSON list (every split); LabelFileError when it is missing or not a list."""
     try:
         with open(path, encoding="utf-8") as f:
             items = json.load(f)
     except FileNotFoundError:
-        raise LabelFileError(f"{path}: label file not found") from None
+        raise LabelFileError(f"{path}: label file not found (check the path in config.py or "
+                             f"UNISIGN_ROOT)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LabelFileError(f"{path}: not a JSON list of labels ({exc})") from None
     if not isinstance(items, list):
         raise LabelFileError(f"{path}: expected a JSON list of labels, found {type(items).__name__}")
-    cut = int(len(items) * CSL_NEWS_TRAIN_SHARE)
-    chosen = list(enumerate(items))[:cut] if phase == "train" else list(enumerate(items))[cut:]
-    return dict(_csl_news_entry(position, item) for position, item in chosen)
+    return items
+
+
+def csl_news_item_problem(item):
+    """Why a CSL-News list item ({"video", "pose", "text"}) cannot be loaded, or None."""
+    if not isinstance(item, dict):
+        return f"entry is a {type(item).__name__}, not a dict"
+    for key in ("video", "pose", "text"):
+        if not isinstance(item.get(key), str):
+            return f"'{key}' is {item.get(key)!r}, not a string"
+    if not item["pose"].strip():
+        return "'pose' is empty"
+    return None
+
+
+def _read_csl_news(path, phase):
+    """CSL-News keeps one JSON list: the first 99 % is train, the last 1 % serves dev and test."""
+    items = read_csl_news_list(path)
+    start, end = csl_news_bounds(len(items), phase)
+    return dict(_csl_news_entry(position, items[position]) for position in range(start, end))
 
 
 def _entry_problem(entry):

@@ -43,8 +43,11 @@ def _frame_bound(path, data, key, default):
     raise PoseFileError(path, f"'{key}' is {value!r}, not a frame number")
 
 
-def read_pose_file(path):
-    """Load and validate a pose pickle → (keypoints (N,133,2), scores (N,133), start, end)."""
+def read_pose_file(path, clip_bounds=True):
+    """Load and validate a pose pickle → (keypoints (N,133,2), scores (N,133), start, end).
+
+    Without `clip_bounds` the file's `start`/`end` are ignored (every frame is usable), as upstream's
+    CSL-News loader does."""
     try:
         size = os.path.getsize(path)
         if size > MAX_POSE_FILE_BYTES:
@@ -74,6 +77,8 @@ def read_pose_file(path):
                                   f"found {keypoints.shape} and {scores.shape}")
     keypoints, scores = keypoints[:, 0], scores[:, 0]
     num_frames = len(keypoints)
+    if not clip_bounds:
+        return keypoints, scores, 0, num_frames
     start = _frame_bound(path, data, "start", 0)
     end = _frame_bound(path, data, "end", num_frames)
     if not 0 <= start < end <= num_frames:
@@ -140,13 +145,13 @@ class PoseSample(NamedTuple):
     warnings: list         # suspicious-but-usable findings, for the run's counts
 
 
-def load_pose_sample(path, max_length, rng=random):
-    """Read, sample and normalise one pose file → PoseSample.
+def load_pose_sample(path, max_length, rng=random, clip_bounds=True):
+    """Read, sample and normalise one pose file → PoseSample (`clip_bounds`: see read_pose_file).
 
     A clip whose sampled frames hold no usable keypoint (all NaN, or no confidence above the
     threshold) would train as zeros: it is refused. Some NaN/inf values are a counted warning.
     """
-    keypoints, scores, start, end = read_pose_file(path)
+    keypoints, scores, start, end = read_pose_file(path, clip_bounds)
     frames = sample_frame_indices(start, end, max_length, rng)
     keypoints, scores = keypoints[frames], scores[frames]
     parts = normalise_parts(keypoints, scores)
