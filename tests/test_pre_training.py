@@ -174,6 +174,17 @@ def test_unsupported_pretraining_flags_fail_clearly(flags, message):
         check_pretraining_args(parse_args(*argv))
 
 
+def test_stage_two_is_refused_by_the_script_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "pre_training.py"), "--dataset", "CSL_News", "--rgb_support",
+                           "--output_dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "--rgb_support (stage 2, RGB-pose pre-training) is not supported yet" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
 def test_upstreams_stage_scripts_parse(up):
     """train_stage1.sh's flags parse; train_stage2.sh's parse too, then --rgb_support is refused."""
     from uni_sign_ext.cli import check_pretraining_args
