@@ -197,6 +197,9 @@ class S2T_Dataset_news(S2T_Dataset):
         self.max_length = args.max_length
         self.label_path = str(path)
         self.pose_dir = pose_folder(args, path)
+        if args.task == "CSLR":
+            raise SystemExit(f"{path}: CSL-News has sentences, no glosses, but --task CSLR learns glosses: use "
+                             "gloss-annotated labels (CSL_Daily's), or --task SLT.")
         items = read_csl_news_list(path)
         check_pose_folder(self.pose_dir, args.dataset)
         self.start_idx, self.end_idx = csl_news_bounds(len(items), phase)
@@ -206,7 +209,10 @@ class S2T_Dataset_news(S2T_Dataset):
                                  "(first 99 % train, last 1 % dev/test) empty; fix the file or UNISIGN_ROOT")
         self.names = [item["video"] if isinstance(item, dict) and isinstance(item.get("video"), str)
                       else f"item {self.start_idx + i}" for i, item in enumerate(self.items)]
-        self.rejected, self.label_warnings = {}, {}
+        self.rejected = {}  # nothing is rejected at start: a bad item is met, counted and replaced while loading
+        self.label_warnings = {name: "empty target sentence" for name, item in zip(self.names, self.items)
+                               if isinstance(item, dict) and isinstance(item.get("text"), str)
+                               and not item["text"].strip()}
         self._open_descriptions()
 
     def _replacements(self, index):

@@ -270,3 +270,16 @@ def test_pretrained_checkpoint_loads_strictly_without_descriptions(mini_world, t
     fused = Uni_Sign(parse_args("--dataset", "CSL_Daily", "--mt5_path", mt5, "--use_descriptions"))
     missing = load_model_checkpoint(fused, str(path))
     assert missing and set(missing) == {k for k in fused.state_dict() if k.startswith("text_fusion.")}
+
+
+def test_an_empty_sentence_is_a_counted_warning_and_cslr_is_refused(mini_world, tmp_path):
+    from datasets import Flagged
+
+    items = news_copy(mini_world, tmp_path, count=10)
+    items[2]["text"] = " "
+    tmp_path.joinpath(*NEWS_LABELS).write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    flagged = our_dataset(tmp_path, "train")[2]
+    assert isinstance(flagged, Flagged) and flagged.item[2] == " "  # kept, as upstream, and counted
+    assert [(w.name, w.reason) for w in flagged.warnings] == [(items[2]["video"], "empty target sentence")]
+    with pytest.raises(SystemExit, match="CSL-News has sentences, no glosses"):
+        our_dataset(tmp_path, "train", "--task", "CSLR")
