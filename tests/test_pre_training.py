@@ -283,3 +283,22 @@ def test_an_empty_sentence_is_a_counted_warning_and_cslr_is_refused(mini_world, 
     assert [(w.name, w.reason) for w in flagged.warnings] == [(items[2]["video"], "empty target sentence")]
     with pytest.raises(SystemExit, match="CSL-News has sentences, no glosses"):
         our_dataset(tmp_path, "train", "--task", "CSLR")
+
+
+def test_checklist_labels_name_the_pose_files_the_dataset_loads(mini_world, tmp_path):
+    """pre_training_checklist.py reads CSL-News through labels.load_labels: its pose files are the items' `pose`,
+    even where they sit in a subfolder under another stem than the video's."""
+    from datasets import pose_file_name
+    from uni_sign_ext.labels import load_labels
+
+    items = news_copy(mini_world, tmp_path, count=10)
+    folder = tmp_path / "dataset" / "CSL_News" / "pose_format"
+    (folder / "clips").mkdir()
+    for i, item in enumerate(items):
+        (folder / item["pose"]).rename(folder / "clips" / f"p{i}.pkl")
+        item["pose"] = f"clips/p{i}.pkl"
+    tmp_path.joinpath(*NEWS_LABELS).write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    entries = load_labels(str(tmp_path.joinpath(*NEWS_LABELS)), "CSL_News", "train").entries
+    assert sorted(pose_file_name(e["video_path"]) for e in entries.values()) == sorted(i["pose"] for i in items[:9])
+    dataset = our_dataset(tmp_path, "train")
+    assert all(isinstance(dataset[i], tuple) for i in range(len(dataset)))  # every one loads: none replaced

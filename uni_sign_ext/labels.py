@@ -48,7 +48,9 @@ def _csl_news_entry(position, item):
                                                             if isinstance(pose, str) else None)
     name = item.get("name") or (os.path.splitext(os.path.basename(video))[0] if isinstance(video, str)
                                 else f"item {position}")
-    return name, {"name": name, "gloss": item.get("gloss", ""), "text": item.get("text"), "video_path": video}
+    # video_path names the pose file (its stem + .pkl) that S2T_Dataset_news loads: the item's `pose` when given
+    pose_named = pose if isinstance(pose, str) and pose.strip() else video
+    return name, {"name": name, "gloss": item.get("gloss", ""), "text": item.get("text"), "video_path": pose_named}
 
 
 def csl_news_bounds(total, phase):
