@@ -3,8 +3,8 @@ several seeds (and optionally learning rates and dtypes), plus the withheld abla
 
     python bench/fusion_study.py --seeds 0 1 2 --out bench/results/fusion_study.md
 
-Every run is the real CLI (DeepSpeed, 1 rank) with uni_sign_ext.study's recipe; pose-only runs are the
-baseline of both worlds (they differ only in the description files). Prints and writes a Markdown table.
+Every run is the real CLI (DeepSpeed, 1 rank) with uni_sign_ext.study's recipe; each world's pose-only run
+is its baseline (same seed, lr, dtype and start). Prints and writes a Markdown table.
 """
 import argparse
 import os
@@ -42,7 +42,7 @@ def measure(args, worlds, seed, lr, dtype, start, kind, fusion):
     tag = f"{kind}_{fusion or 'pose'}_s{seed}_lr{lr}_{dtype}"
     finetune, epochs = None, args.epochs
     if start == "pretrained":
-        finetune = Path(args.work) / "runs" / f"informative_pose_s{seed}_lr{lr}_{dtype}" / "best_checkpoint.pth"
+        finetune = Path(args.work) / "runs" / f"{kind}_pose_s{seed}_lr{lr}_{dtype}" / "best_checkpoint.pth"
         tag, epochs = f"{tag}_ft{args.finetune_epochs}", args.finetune_epochs
         if args.finetune_lr:
             tag, lr = f"{tag}_lr{args.finetune_lr}", args.finetune_lr
@@ -60,7 +60,7 @@ def measure(args, worlds, seed, lr, dtype, start, kind, fusion):
 def study(args):
     """The table's rows; pretrained runs start once their cell's random-init pose-only run has finished."""
     worlds = {kind: world(args.work, kind) for kind in ("informative", "noise")}
-    runs = [("informative", None)] + [(k, f) for f in args.fusion_types for k in args.worlds]
+    runs = [(k, None) for k in args.worlds] + [(k, f) for f in args.fusion_types for k in args.worlds]
     starts = ["random"] + (["pretrained"] if args.finetune_epochs else [])
     jobs = [(seed, lr, dtype, start, kind, fusion) for dtype in args.dtypes for lr in args.lrs
             for seed in args.seeds for start in starts for kind, fusion in runs]
@@ -75,14 +75,14 @@ def study(args):
                   "withheld cost", "gate described / undescribed", "minutes"]),
              row(["---"] * 12)]
     for (seed, lr, dtype, start, kind, fusion), result in results.items():
-        base = results.get((seed, lr, dtype, start, "informative", None))
+        base = results.get((seed, lr, dtype, start, kind, None))
         if result is None or base is None:
             continue
         m, minutes = result
         cells = [str(seed), str(lr), dtype, translator[start]]
         took = "–" if minutes != minutes else f"{minutes:.1f}"
         if fusion is None:
-            lines.append(row(cells + ["either", "pose-only", f"{m['bleu4']:.2f}", "–", "–", "–", "–", took]))
+            lines.append(row(cells + [kind, "pose-only", f"{m['bleu4']:.2f}", "–", "–", "–", "–", took]))
             continue
         base, w = base[0], m["withheld"]
         lines.append(row(cells + [kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",

@@ -1,8 +1,9 @@
 """Descriptions demonstrably help (issue 8), through the real CLI (DeepSpeed ZeRO-2, 1 rank, fp32).
 
-In the informative world, sentence pairs share one motion and only the descriptions tell them apart;
-in the noise world (the same poses and translator) the descriptions are random and must be shut out. Same seed, steps and
-flags for every run; the recipe is uni_sign_ext/study.py's, as in the demo and bench/fusion_study.py.
+In the informative world, sentence pairs share one pose recording and only the descriptions tell them apart;
+in the noise world (each sentence its own motion, the same translator) the descriptions are random and must be
+shut out. Same seed, steps and flags for every run; the recipe is uni_sign_ext/study.py's, as in the demo and
+bench/fusion_study.py.
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,9 +35,9 @@ def test_gate_rises_on_described_frames(runs):
 
 
 def test_noise_descriptions_are_shut_out(runs):
-    # Where the text is noise the gate shuts and the model ignores it: withholding it changes nothing.
-    # (Versus pose-only, one run's BLEU-4 moves by ±10 with the seed in this world whatever the text does,
-    # so that comparison lives in bench/results/fusion_study.md over seeds, not in a one-seed test.)
+    # Where the text is noise the gate shuts and the trained model ignores it: withholding it changes nothing.
+    # Not asserted: "no worse than pose-only" — it fails today (the noise world's runs end below pose-only;
+    # bench/results/fusion_study.md, the open limit of issue 8).
     noise = runs["noise"]
     assert noise["gate_described"] < 0.05, noise
     assert abs(noise["bleu4"] - noise["withheld"]["bleu4"]) <= 1, noise
