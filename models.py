@@ -53,6 +53,9 @@ class Uni_Sign(nn.Module):
         self.pose_proj = nn.Linear(args.hidden_dim * len(self.modes), d_model)
         self.apply(self._init_weights)
         self.rgb_support = bool(getattr(args, "rgb_support", False))
+        if self.rgb_support and args.hidden_dim != 256:
+            raise ValueError(f"--rgb_support needs --hidden_dim 256 (upstream's fusion is built for it), "
+                             f"not {args.hidden_dim}")
         if self.rgb_support:  # after the trunc-normal init, as upstream: these keep PyTorch's defaults
             self.rgb_support_backbone = rgb_support_backbone()
             self.rgb_proj = nn.Conv2d(HEAD_CHANNELS, args.hidden_dim, kernel_size=1)

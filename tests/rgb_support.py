@@ -58,3 +58,26 @@ def open_gate(model, seed=0):
         for p in model.fusion_gate.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         model.fusion_gate[2].bias.fill_(0.5)
+
+
+def calibrate_batchnorm(backbone, seed=0, batch=8):
+    """Running statistics measured on random crops (cumulative average over one train-mode pass), and
+    non-trivial BN affines: a fresh backbone in eval mode (running mean 0, var 1) shrinks its output to
+    ~1e-13, which would make every comparison of RGB features vacuous."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:
+            m.weight.copy_(1 + 0.1 * torch.randn(m.weight.shape, generator=g))
+            m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+            m.reset_running_stats()
+            m.momentum = None
+        was_training = backbone.training
+        backbone.train()
+        state = torch.get_rng_state()
+        backbone(torch.randn(batch, 3, CROP, CROP, generator=g))
+        torch.set_rng_state(state)
+        backbone.train(was_training)
+        for m in bns:
+            m.momentum = 0.1
+            m.num_batches_tracked.zero_()
