@@ -119,6 +119,31 @@ def test_stochastic_depth_draws_from_torch_rng_only_in_training():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_stochastic_depth_only_on_residual_blocks(monkeypatch):
+    import uni_sign_ext.rgb_backbone as rb
+
+    calls = []
+    real = rb.drop_rows
+    monkeypatch.setattr(rb, "drop_rows", lambda x, p, training: calls.append(p) or real(x, p, training))
+    features = efficientnet_b0_features().train()
+    with torch.no_grad():
+        features(torch.randn(2, 3, 112, 112))
+    assert [round(p * 16 / 0.2) for p in calls] == [2, 4, 6, 7, 9, 10, 12, 13, 14]
+
+
+def test_backbone_runs_left_crops_then_right_before_the_pose_branch(tiny_mt5):
+    """Upstream's order, which decides the stochastic-depth draws in training."""
+    torch.manual_seed(8)
+    model = Uni_Sign(rgb_args(tiny_mt5)).eval()
+    order = []
+    model.rgb_support_backbone.register_forward_pre_hook(lambda m, i: order.append(i[0].shape[0]))
+    model.proj_linear["body"].register_forward_pre_hook(lambda m, i: order.append("pose"))
+    src, tgt = rgb_batch(seed=8, absent=(("right", 0), ("right", 1), ("right", 2)))
+    with torch.no_grad():
+        model(src, tgt)
+    assert order == [len(src["left_hands"]), 3, "pose"] and len(src["left_hands"]) > 3
+
+
 def _hand_inputs(model):
     """The inputs of the (shared) temporal hand chain: [left, right] in call order."""
     seen = []
