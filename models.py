@@ -3,7 +3,7 @@
 features before the temporal ST-GCN; uni_sign_ext/rgb_backbone.py, deformable_attention.py, rgb_fusion.py).
 
 Module names and shapes follow upstream exactly (tests/data/unisign_pose_state_dict.json, and
-shared/spec/unisign_rgb_state_dict.json for the RGB keys), so released checkpoints load with strict=True.
+tests/data/unisign_rgb_state_dict.json for the RGB keys), so released checkpoints load with strict=True.
 Fusion weights, when enabled, live under `text_fusion.`.
 """
 import torch

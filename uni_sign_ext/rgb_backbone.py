@@ -1,7 +1,7 @@
 """EfficientNet-B0's feature extractor in plain torch: upstream's `rgb_support_backbone` (no torchvision).
 
 Upstream wraps torchvision's `efficientnet_b0().features` as child `0` of a Sequential, so the state-dict
-keys are `0.<stage>.<block>...` (shared/spec/unisign_rgb_state_dict.json lists them under
+keys are `0.<stage>.<block>...` (tests/data/unisign_rgb_state_dict.json lists them under
 `rgb_support_backbone.`). This module rebuilds the same layout from the published B0 recipe (spec §9.1):
 stem 3×3/2 conv 3→32, seven MBConv stages, head 1×1 conv 320→1280; every conv bias-free and followed by
 BatchNorm2d(eps 1e-5, momentum 0.1) and (except the projection) SiLU; squeeze-excitation with
