@@ -290,6 +290,21 @@ def test_rgb_pose_checkpoint_with_descriptions(tiny_mt5, tmp_path, fusion_type, 
     assert torch.equal(out["inputs_embeds"], ref["inputs_embeds"]) and torch.equal(out["loss"], ref["loss"])
 
 
+def test_checkpoint_of_the_other_kind_names_the_flag(tiny_mt5, pair, tmp_path):
+    from uni_sign_ext.checkpoint import CheckpointError
+
+    rgb, pose = pair
+    torch.save({"model": rgb.state_dict()}, tmp_path / "rgb.pth")
+    torch.save({"model": pose.state_dict()}, tmp_path / "pose.pth")
+    with pytest.raises(CheckpointError, match="RGB-pose checkpoint.*load it with --rgb_support"):
+        load_model_checkpoint(Uni_Sign(parse_args("--mt5_path", tiny_mt5)), str(tmp_path / "rgb.pth"))
+    with pytest.raises(CheckpointError, match="pose-only checkpoint: --rgb_support needs"):
+        load_model_checkpoint(Uni_Sign(rgb_args(tiny_mt5)), str(tmp_path / "pose.pth"))
+    fresh = Uni_Sign(rgb_args(tiny_mt5))
+    assert load_model_checkpoint(fresh, str(tmp_path / "rgb.pth")) == []
+    assert all(torch.equal(v, rgb.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
 def test_pose_only_forward_unaffected_by_support_keys(pair):
     """A pose-only model ignores support keys in the batch (the data side may always add them)."""
     _, pose = pair
