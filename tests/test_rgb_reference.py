@@ -189,3 +189,18 @@ def test_float64_skeletons_upstream_raises_ours_computes_in_float32(models_pair)
     out = ours.eval()(dict(src), dict(tgt))
     _, up_out = forward_both(models_pair, train=False)
     assert max_diff(out["inputs_embeds"], up_out["inputs_embeds"]) <= TOL
+
+
+def test_bf16_forward_equals_upstreams(models_pair, tiny_mt5):
+    """A bf16 model on inputs cast as upstream's fine_tuning.py casts them (every tensor, indices included;
+    rgb_len stays a list). On CPU upstream's fp32 autocast does nothing, so both run in pure bf16."""
+    import copy
+
+    ours, theirs = (copy.deepcopy(m).to(torch.bfloat16).eval() for m in models_pair)
+    src, tgt = rgb_batch()
+    src = {k: v.to(torch.bfloat16) if torch.is_tensor(v) else v for k, v in src.items()}
+    with torch.no_grad():
+        out, up_out = ours(dict(src), dict(tgt)), theirs(dict(src), dict(tgt))
+    d_embed, d_loss = max_diff(out["inputs_embeds"], up_out["inputs_embeds"]), max_diff(out["loss"], up_out["loss"])
+    print(f"\nRGB-pose bf16 (CPU): embeddings {d_embed:.3g}, loss {d_loss:.3g}")
+    assert d_embed <= TOL and d_loss <= TOL

@@ -107,7 +107,7 @@ class DeformableAttention2D(nn.Module):
         pose_init (t, 2, n) node positions in the crop, in [0, 1] (channel 0 = x) → (t, C, n)."""
         t, channels, nodes = pose_feat.shape
         tokens = pose_feat.transpose(1, 2)
-        cells = rgb_feat.flatten(2).transpose(1, 2)
+        cells = rgb_feat.permute(0, 2, 3, 1).reshape(t, -1, channels)  # row-major cells, contiguous
         encoding = self.pe_layer(pose_init.transpose(1, 2).detach())
         kv = cells + self.pos_embed.expand(t, -1, -1).type_as(cells).to(cells.device).clone().detach()
         attended, _ = self.cross_attn(tokens + encoding, kv, kv)
@@ -115,7 +115,8 @@ class DeformableAttention2D(nn.Module):
 
         offsets = self.to_offsets(self._grouped(q))                                  # (t·g, 2, n)
         grid = (pose_init[:, None].repeat(1, self.groups, 1, 1) * 2 - 1).reshape(-1, 2, nodes)
-        points = (grid + offsets).transpose(1, 2)[:, None]                            # (t·g, 1, n, 2)
+        # (x, y) last and contiguous: the bias MLP's bf16 matmuls round by memory layout
+        points = (grid + offsets).transpose(1, 2).contiguous()[:, None]               # (t·g, 1, n, 2)
         sampled = F.grid_sample(self._grouped(rgb_feat), points, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)                                   # (t·g, d, 1, n)
         sampled = sampled.reshape(t, -1, *sampled.shape[2:])
@@ -124,7 +125,7 @@ class DeformableAttention2D(nn.Module):
         q = q * self.scale
         q, k, v = (x.reshape(t, self.heads, x.shape[1] // self.heads, -1).transpose(-1, -2) for x in (q, k, v))
         sim = torch.einsum("b h i d, b h j d -> b h i j", q, k)
-        sim = sim + self.rel_pos_bias(grid.transpose(1, 2), points[:, 0])
+        sim = sim + self.rel_pos_bias(grid.transpose(1, 2).contiguous(), points[:, 0])
         sim = sim - sim.amax(dim=-1, keepdim=True).detach()
         attn = self.dropout(sim.softmax(dim=-1))
         out = torch.einsum("b h i j, b h j d -> b h i d", attn, v)
