@@ -204,3 +204,22 @@ def test_bf16_forward_equals_upstreams(models_pair, tiny_mt5):
     d_embed, d_loss = max_diff(out["inputs_embeds"], up_out["inputs_embeds"]), max_diff(out["loss"], up_out["loss"])
     print(f"\nRGB-pose bf16 (CPU): embeddings {d_embed:.3g}, loss {d_loss:.3g}")
     assert d_embed <= TOL and d_loss <= TOL
+
+
+def test_torchvision_weights_file_loads_into_the_backbone(tmp_path):
+    """A file in torchvision's format (what efficientnet_b0_rwightman-7f5810bc.pth holds: the whole
+    classifier net's state dict) gives our backbone torchvision's features, output for output."""
+    from torch import nn
+
+    from uni_sign_ext.rgb_backbone import rgb_support_backbone
+    from uni_sign_ext.rgb_weights import load_backbone_weights
+
+    torch.manual_seed(9)
+    net = torchvision.models.efficientnet_b0(weights=None)
+    calibrate_batchnorm(net.features, 9)
+    torch.save(net.state_dict(), tmp_path / "efficientnet_b0_rwightman-7f5810bc.pth")
+    ours = rgb_support_backbone()
+    load_backbone_weights(ours, str(tmp_path / "efficientnet_b0_rwightman-7f5810bc.pth"))
+    x = torch.randn(3, 3, 112, 112)
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(x), nn.Sequential(*list(net.children())[:-2]).eval()(x))
