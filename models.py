@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
 
+from uni_sign_ext.deformable_attention import DeformableAttention2D
 from uni_sign_ext.fusion import DescriptionFusion
 from uni_sign_ext.graph import part_adjacency
 from uni_sign_ext.pose import PARTS
-from uni_sign_ext.deformable_attention import DeformableAttention2D
 from uni_sign_ext.rgb_backbone import HEAD_CHANNELS, rgb_support_backbone
 from uni_sign_ext.rgb_fusion import HANDS, fuse_hand, fusion_gate
 from uni_sign_ext.stgcn import spatial_chain, temporal_chain
