@@ -15,7 +15,7 @@ from uni_sign_ext.fusion import DescriptionFusion
 from uni_sign_ext.graph import part_adjacency
 from uni_sign_ext.pose import PARTS
 from uni_sign_ext.rgb_backbone import HEAD_CHANNELS, rgb_support_backbone
-from uni_sign_ext.rgb_fusion import HANDS, fuse_hand, fusion_gate
+from uni_sign_ext.rgb_fusion import HANDS, fuse_hand, fusion_gate, support_keys
 from uni_sign_ext.stgcn import spatial_chain, temporal_chain
 
 POSE_IN_CHANNELS = 3
@@ -88,12 +88,12 @@ class Uni_Sign(nn.Module):
 
     def encode_crops(self, src_input):
         """Each hand's crops through the backbone, left then right (one batch each, as upstream)."""
-        return {hand: self.rgb_support_backbone(src_input[f"{hand}_hands"]) for hand in HANDS}
+        return {hand: self.rgb_support_backbone(src_input[support_keys(hand)[0]]) for hand in HANDS}
 
     def fuse_rgb(self, hand, x, crops, src_input):
-        return fuse_hand(x, crops[hand], src_input[f"{hand}_sampled_indices"], src_input[f"{hand}_rgb_len"],
-                         src_input[f"{hand}_skeletons_norm"], self.rgb_proj, self.fusion_pose_rgb_DA,
-                         self.fusion_gate)
+        _, indices, skeletons, lengths = support_keys(hand)
+        return fuse_hand(x, crops[hand], src_input[indices], src_input[lengths], src_input[skeletons],
+                         self.rgb_proj, self.fusion_pose_rgb_DA, self.fusion_gate)
 
     def encode_pose(self, src_input):
         """Four keypoint parts (and, with --rgb_support, the hand crops) → (B, T, d_model) pose features."""
