@@ -206,6 +206,13 @@ def test_float64_skeletons_and_float_indices_are_accepted(tiny_mt5):
         other = dict(src, left_skeletons_norm=src["left_skeletons_norm"].double(),
                      right_sampled_indices=src["right_sampled_indices"].float())
         assert torch.equal(model(other, tgt)["inputs_embeds"], ref)
+        # a bf16 model takes them too (cast to its dtype, as fine_tuning.py casts a bf16 batch)
+        model.to(torch.bfloat16)
+        bf16 = {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.dtype == torch.float32 else v
+                for k, v in src.items()}
+        expected = model(bf16, tgt)["inputs_embeds"]
+        bf16["left_skeletons_norm"] = src["left_skeletons_norm"].double()
+        assert torch.equal(model(bf16, tgt)["inputs_embeds"], expected)
 
 
 def test_rgb_support_needs_hidden_dim_256(tiny_mt5):

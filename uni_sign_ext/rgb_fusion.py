@@ -53,8 +53,9 @@ def fuse_hand(gcn_feat, crop_feat, indices, rgb_len, skeletons, rgb_proj, attent
         raise ValueError(f"rgb_len has {len(rgb_len)} entries for a batch of {batch}")
     crop_feat = rgb_proj(crop_feat)
     if skeletons.dtype == torch.float64:
-        # upstream raises here in an fp32 run (float64 points @ float32 buffer); we compute in float32
-        skeletons = skeletons.float()
+        # the data side's dtype; upstream raises on it unless fine_tuning.py has cast the batch to the
+        # model's dtype: we cast it so here (float32 in an fp32 run)
+        skeletons = skeletons.to(attention.pe_layer.positional_encoding_gaussian_matrix.dtype)
     start = 0
     for b, count in enumerate(int(n) for n in rgb_len):
         stop = start + count
