@@ -31,6 +31,7 @@ from uni_sign_ext.fusion import GateStats, format_gate, withhold_descriptions
 from uni_sign_ext.guards import (check_numeric_flags, exit_on_user_error, loss_is_usable,
                                  refuse_nonfinite_model)
 from uni_sign_ext.results import write_metrics
+from uni_sign_ext.rgb_weights import backbone_weights_source, load_backbone_weights
 
 logger = logging.getLogger("fine_tuning")
 PRINT_EVERY = 10
@@ -265,6 +266,7 @@ def main(args):
     check_description_args(args)
     check_run_args(args)
     check_numeric_flags(args)
+    backbone_weights = backbone_weights_source(args)  # before any work: never a random RGB backbone
     if args.sched != "cosine":
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -282,6 +284,9 @@ def main(args):
     dev_loader = build_loader(args, "dev")
     test_loader = build_loader(args, "test")
     model = Uni_Sign(args)
+    if backbone_weights:
+        load_backbone_weights(model.rgb_support_backbone, backbone_weights)
+        log("RGB backbone weights from %s", backbone_weights)
     if args.finetune:
         load_model_checkpoint(model, args.finetune)
         log("loaded %s", args.finetune)

@@ -1,15 +1,21 @@
-"""Uni-Sign's pose-only translator: four-part ST-GCN → pose_proj → mT5, plus optional description fusion.
+"""Uni-Sign's translator: four-part ST-GCN → pose_proj → mT5, plus optional description fusion and, with
+`--rgb_support`, upstream's RGB-pose path (hand crops → EfficientNet-B0 → pose-guided fusion into the hand
+features before the temporal ST-GCN; uni_sign_ext/rgb_backbone.py, deformable_attention.py, rgb_fusion.py).
 
-Module names and shapes follow upstream exactly (tests/data/unisign_pose_state_dict.json), so
-released checkpoints load with strict=True. Fusion weights, when enabled, live under `text_fusion.`.
+Module names and shapes follow upstream exactly (tests/data/unisign_pose_state_dict.json, and
+tests/data/unisign_rgb_state_dict.json for the RGB keys), so released checkpoints load with strict=True.
+Fusion weights, when enabled, live under `text_fusion.`.
 """
 import torch
 from torch import nn
 from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
 
+from uni_sign_ext.deformable_attention import DeformableAttention2D
 from uni_sign_ext.fusion import DescriptionFusion
 from uni_sign_ext.graph import part_adjacency
 from uni_sign_ext.pose import PARTS
+from uni_sign_ext.rgb_backbone import HEAD_CHANNELS, rgb_support_backbone
+from uni_sign_ext.rgb_fusion import HANDS, fuse_hand, fusion_gate, support_keys
 from uni_sign_ext.stgcn import spatial_chain, temporal_chain
 
 POSE_IN_CHANNELS = 3
@@ -46,6 +52,16 @@ class Uni_Sign(nn.Module):
         d_model = MT5Config.from_pretrained(args.mt5_path).d_model  # 768 for mt5-base
         self.pose_proj = nn.Linear(args.hidden_dim * len(self.modes), d_model)
         self.apply(self._init_weights)
+        self.rgb_support = bool(getattr(args, "rgb_support", False))
+        if self.rgb_support and args.hidden_dim != 256:
+            raise ValueError(f"--rgb_support needs --hidden_dim 256 (upstream's fusion is built for it), "
+                             f"not {args.hidden_dim}")
+        if self.rgb_support:  # after the trunc-normal init, as upstream: these keep PyTorch's defaults
+            self.rgb_support_backbone = rgb_support_backbone()
+            self.rgb_proj = nn.Conv2d(HEAD_CHANNELS, args.hidden_dim, kernel_size=1)
+            self.fusion_pose_rgb_linear = nn.Linear(args.hidden_dim, args.hidden_dim)  # upstream: never used
+            self.fusion_pose_rgb_DA = DeformableAttention2D(dim=args.hidden_dim, dim_head=32, heads=8)
+            self.fusion_gate = fusion_gate(args.hidden_dim)
 
         self.mt5_model = MT5ForConditionalGeneration.from_pretrained(args.mt5_path)
         self.mt5_tokenizer = T5Tokenizer.from_pretrained(args.mt5_path, legacy=False)
@@ -70,8 +86,18 @@ class Uni_Sign(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
+    def encode_crops(self, src_input):
+        """Each hand's crops through the backbone, left then right (one batch each, as upstream)."""
+        return {hand: self.rgb_support_backbone(src_input[support_keys(hand)[0]]) for hand in HANDS}
+
+    def fuse_rgb(self, hand, x, crops, src_input):
+        _, indices, skeletons, lengths = support_keys(hand)
+        return fuse_hand(x, crops[hand], src_input[indices], src_input[lengths], src_input[skeletons],
+                         self.rgb_proj, self.fusion_pose_rgb_DA, self.fusion_gate)
+
     def encode_pose(self, src_input):
-        """Four keypoint parts → (B, T, d_model) pose features."""
+        """Four keypoint parts (and, with --rgb_support, the hand crops) → (B, T, d_model) pose features."""
+        crops = self.encode_crops(src_input) if self.rgb_support else None
         features = []
         body_feat = None
         for part in self.modes:
@@ -80,6 +106,8 @@ class Uni_Sign(nn.Module):
             if part == "body":
                 body_feat = x
             else:
+                if crops is not None and part in HANDS:
+                    x = self.fuse_rgb(part, x, crops, src_input)
                 x = x + body_feat[..., BODY_ANCHOR_NODE[part]].unsqueeze(-1).detach()
             x = self.fusion_gcn_modules[part](x)
             features.append(x.mean(-1).transpose(1, 2))  # (B, T, C)

@@ -54,6 +54,11 @@ def get_args_parser():
     parser.add_argument("--quick_break", default=0, type=int,
                         help="stop each training epoch after this many steps (0: never)")
     parser.add_argument("--rgb_support", action="store_true")
+    # New: EfficientNet-B0 ImageNet weights for --rgb_support without --finetune (nothing is downloaded).
+    parser.add_argument("--rgb_backbone_weights", default="", type=str,
+                        help="EfficientNet-B0 weights file for the RGB backbone (torchvision's "
+                             "efficientnet_b0_rwightman-7f5810bc.pth); default: the --finetune checkpoint's, "
+                             "else torchvision's cache file, else the run stops")
     parser.add_argument("--max_length", default=256, type=int)
     parser.add_argument("--dataset", default="CSL_Daily", choices=DATASETS)
     parser.add_argument("--task", default="SLT", choices=TASKS)

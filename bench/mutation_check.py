@@ -29,6 +29,11 @@ TARGETS = {  # module → the tests that cover it
     "metrics": ("uni_sign_ext/metrics.py", ["tests/test_metrics.py"]),
     "feature_cache": ("uni_sign_ext/feature_cache.py", ["tests/test_feature_cache.py"]),
     "pose": ("uni_sign_ext/pose.py", ["tests/test_pose.py"]),
+    # RGB-pose model side: the numeric references need torchvision (run this script with such a Python)
+    "rgb_backbone": ("uni_sign_ext/rgb_backbone.py", ["tests/test_rgb_model.py", "tests/test_rgb_reference.py"]),
+    "rgb_fusion": ("uni_sign_ext/rgb_fusion.py", ["tests/test_rgb_model.py", "tests/test_rgb_reference.py"]),
+    "deformable_attention": ("uni_sign_ext/deformable_attention.py",
+                             ["tests/test_rgb_model.py", "tests/test_rgb_reference.py"]),
 }
 COMPARE_FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
                 ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}

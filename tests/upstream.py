@@ -153,3 +153,28 @@ class CpuEngine:
     def step(self):
         self.optimizer.step()
         self.optimizer.zero_grad()
+
+
+_models_loaded = {}
+
+
+def load_upstream_models(path=None):
+    """Upstream's `models` module alone (with the config, stgcn_layers and deformable_attention_2d it
+    imports), real torchvision and einops required: its RGB path, without utils' deepspeed or datasets'
+    decord. Imported under the swap load_upstream() uses, so ours stay as they were."""
+    path = Path(path or require_upstream()).resolve()
+    if path in _models_loaded:
+        return _models_loaded[path]
+    import transformers  # noqa: F401
+
+    saved = {name: sys.modules.pop(name) for name in SWAPPED if name in sys.modules}
+    sys.path.insert(0, str(path))
+    try:
+        models = importlib.import_module("models")
+    finally:
+        sys.path.remove(str(path))
+        for name in SWAPPED:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+    _models_loaded[path] = models
+    return models

@@ -12,6 +12,9 @@ import torch
 logger = logging.getLogger(__name__)
 FUSION_PREFIX = "text_fusion."
 KEYS_SHOWN = 20
+# What --rgb_support adds (upstream's RGB-pose checkpoints hold all of them).
+RGB_PREFIXES = ("rgb_support_backbone.", "rgb_proj.", "fusion_pose_rgb_linear.", "fusion_pose_rgb_DA.",
+                "fusion_gate.")
 
 
 class CheckpointError(RuntimeError):
@@ -59,6 +62,14 @@ def check_architecture(model, state, path):
     matching fusion, gating weights under --text_fusion_type cross_attn, would leave random weights;
     a shape mismatch names the flags to compare) or holding NaN/inf weights."""
     expected = model.state_dict()
+    rgb_ours = any(k.startswith(RGB_PREFIXES) for k in expected)
+    rgb_theirs = any(k.startswith(RGB_PREFIXES) for k in state)
+    if rgb_theirs and not rgb_ours:
+        raise CheckpointError(f"{path} is an RGB-pose checkpoint (rgb_support_backbone.*, fusion_gate.* ...): "
+                              "load it with --rgb_support")
+    if rgb_ours and not rgb_theirs:
+        raise CheckpointError(f"{path} is a pose-only checkpoint: --rgb_support needs an RGB-pose (stage-2) "
+                              "checkpoint, whose gate and backbone it loads; drop --rgb_support for this one")
     ours = {k for k in expected if k.startswith(FUSION_PREFIX)}
     theirs = {k for k in state if k.startswith(FUSION_PREFIX)}
     if theirs and not ours:
