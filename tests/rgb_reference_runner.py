@@ -6,7 +6,7 @@ Test-only. Two stand-ins are installed in sys.modules before upstream's datasets
 - `decord`: decord cannot be installed here. The stand-in's VideoReader decodes the file with PyAV (every
   frame in order, `to_ndarray(format="rgb24")`) and get_batch returns the requested frames. It is the same
   library as our uni_sign_ext/video.py, so this comparison cannot show PyAV == decord; that rests on
-  shared/spec/UNI_SIGN_RGB.md §3 (checked there with decord 0.6.0: identical pixels for H.264).
+  the RGB spec, UNI_SIGN_RGB.md, §3 (checked there with decord 0.6.0: identical pixels for H.264).
 - `utils`: upstream's utils.py imports deepspeed at the top; its datasets.py only calls
   utils.load_dataset_file (a gzip pickle load), which the stand-in provides.
 Everything else (frame sampling, hand choice, boxes, crops, PIL, torchvision transforms, collate) is upstream's.

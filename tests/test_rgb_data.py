@@ -1,4 +1,4 @@
-"""The data side of --rgb_support (shared/spec/UNI_SIGN_RGB.md §2–§7) on hand-made arrays and the video world.
+"""The data side of --rgb_support (the RGB spec UNI_SIGN_RGB.md, §2–§7) on hand-made arrays and the video world.
 
 Upstream's code itself is run side by side in test_rgb_data_reference.py; these tests pin the rules one at a
 time, so that a broken rule is named (left/right, RNG use of an absent hand, ceil, truncation, `start`…).

@@ -5,7 +5,7 @@ it runs in a second python that has them (UNISIGN_TV_PYTHON, default /work/venv_
 tests/rgb_reference_runner.py; these tests skip, saying why, when that python or upstream is missing.
 About the frames: decord cannot be installed here, so the runner gives upstream a test-only `decord` stand-in
 built on PyAV, the library our uni_sign_ext/video.py uses. The pixels compared below therefore cannot show that
-PyAV equals real decord: that rests on shared/spec/UNI_SIGN_RGB.md §3 (checked with decord 0.6.0: identical
+PyAV equals real decord: that rests on the RGB spec, UNI_SIGN_RGB.md, §3 (checked with decord 0.6.0: identical
 pixels for H.264 with and without B-frames; not for MPEG-4 Part 2 with B-frames, where decord is off by a frame).
 """
 import os

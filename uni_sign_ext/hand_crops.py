@@ -1,6 +1,6 @@
 """The RGB side of `--rgb_support`: which frames show each hand, the crop boxes, the crops, the support dict.
 
-Written from shared/spec/UNI_SIGN_RGB.md (§2 frame choice, §4 boxes, §5 crops, §6 the dict, §7 collate) so that
+Written from the RGB spec UNI_SIGN_RGB.md (§2 frame choice, §4 boxes, §5 crops, §6 the dict, §7 collate) so that
 the same pose file, video and random state give upstream Uni-Sign's dict, value for value. Inputs are the
 sampled frames' keypoints (T, 1, 133, 2) and scores (T, 1, 133) in the pose file's *stored* dtypes (upstream
 computes in them), and `frames` (T,): the original frame numbers, `start` included.

@@ -2,7 +2,7 @@
 
 Upstream reads them with decord (`VideoReader(path).get_batch(frames)`); PyAV's `rgb24` frames, decoded in
 order, have the same pixels for H.264 (with and without B-frames) and MPEG-4 Part 2 without B-frames
-(shared/spec/UNI_SIGN_RGB.md §3). Frame i is the i-th frame the decoder outputs (presentation order).
+(the RGB spec UNI_SIGN_RGB.md, §3). Frame i is the i-th frame the decoder outputs (presentation order).
 """
 import os
 
