@@ -378,3 +378,44 @@ def test_checklist_names_bad_videos(rgb_root, capsys):
     assert "1 of 12 samples have no video" in videos["detail"] and "2 are unusable" in videos["detail"]
     assert report["videos train"]["status"] == "pass"
     assert code == 1  # --rgb_support itself is still refused by utils.check_supported (model side not merged)
+
+
+# ---- where videos are read from -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,split,expected", [
+    ("CSL_Daily", "train", "dataset/CSL_Daily/sentence-crop"),
+    ("CSL_News", "dev", "dataset/CSL_News/rgb_format"),
+    ("WLASL", "dev", "dataset/WLASL/rgb_format/dev"),
+    ("How2Sign", "dev", "dataset/How2Sign/rgb_format/test"),  # How2Sign's dev is its test split
+    ("OpenASL", "test", "dataset/OpenASL/rgb_format/test"),
+])
+def test_video_folders(name, split, expected):
+    import os
+
+    import config
+    from conftest import parse_args
+    from uni_sign_ext.rgb_support import rgb_folder
+
+    label_path = getattr(config, f"{split}_label_paths")[name]
+    assert rgb_folder(config.rgb_dirs, parse_args("--dataset", name, "--rgb_support"), label_path) == \
+        os.path.join(config.ROOT, expected)
+    assert rgb_folder(config.rgb_dirs, parse_args("--dataset", name), label_path) is None
+
+
+def test_csl_news_reads_its_entrys_video(rgb_world, monkeypatch):
+    """S2T_Dataset_news opens rgb_dirs['CSL_News']/<video>; the world has no news videos: a counted skip."""
+    import config
+    import datasets
+    from conftest import parse_args
+
+    monkeypatch.setenv("UNISIGN_ROOT", str(rgb_world))
+    importlib.reload(config)
+    try:
+        args = parse_args("--dataset", "CSL_News", "--rgb_support")
+        ds = datasets.S2T_Dataset_news(config.dev_label_paths["CSL_News"], args, "dev")
+        item = ds[0]
+    finally:
+        monkeypatch.delenv("UNISIGN_ROOT")
+        importlib.reload(config)
+    assert isinstance(item, datasets.SkippedSample) and "video file not found" in item.reason
+    assert item.path == str(rgb_world / "dataset" / "CSL_News" / "rgb_format" / ds.items[0]["video"])
