@@ -267,6 +267,11 @@ def test_world_items_have_upstreams_dict(rgb_root):
             assert d[f"{hand}_sampled_indices"].max() < len(item[1]["body"])
             # the world draws the signer's left hand reddish, the right hand bluish
             rgb = unnormalise(d[f"{hand}_hands"]).mean((0, 2, 3))
+            if hand == "right" and int(item[0][9:13]) % 6 == 2:
+                # signer at the left edge: the boxes start at negative x, so (as upstream) numpy reads the
+                # far edge of the frame, not the hand
+                assert abs(float(rgb[2] - rgb[0])) < 0.05, (item[0], rgb)
+                continue
             assert (rgb[0] > rgb[2]) if hand == "left" else (rgb[2] > rgb[0]), (item[0], hand, rgb)
     assert fallbacks >= 3  # the world's right-hand-less and hand-less samples
     src, _ = ds.collate_fn(items[:4])

@@ -6,8 +6,10 @@ of a 1280×720 frame, so with videos the CSL_Daily pose files are rewritten norm
 they were), and each video (160×120, every frame of the recording, `start` offset included) shows both hands
 where those keypoints say: 21 joint squares per hand, the signer's left hand reddish, the right hand bluish,
 on a background whose level changes every frame (so a frame decoded one off shows). To exercise upstream's
-fallbacks, in each split every 6th sample loses its right hand (scores below 0.3 in every frame) and every 12th
-both hands (its video is then never opened).
+rules, in each split (sample k): k % 6 == 2 stands at the frame's left edge (boxes with negative corners, read
+from the far edge as upstream's numpy slicing does), k % 6 == 3 has hand scores near the 0.3 threshold in every
+other frame, k % 6 == 5 loses its right hand (scores below 0.3 in every frame) and k % 12 == 11 both hands
+(its video is then never opened).
 """
 import pickle
 from pathlib import Path
@@ -21,6 +23,7 @@ WIDTH, HEIGHT = 160, 120
 FPS = 25
 HAND_COLOURS = (((91, 112), (220, 60, 40)), ((112, 133), (40, 80, 230)))  # (keypoints, RGB)
 ABSENT_SCORE = 0.1
+LEFT_EDGE_SHIFT = 0.42  # the right wrist rests near x = 0.44
 
 
 def write_video(path, keypoints):
@@ -60,6 +63,10 @@ def build_csl_daily_videos(root):
             pose = pickle.load(f)
         keypoints = np.stack(pose["keypoints"]).astype(np.float64) / SOURCE_FRAME
         scores = np.stack(pose["scores"])
+        if i % 6 == 2:  # the signer at the frame's left edge: the right hand's boxes start at negative x
+            keypoints[..., 0] -= LEFT_EDGE_SHIFT
+        if i % 6 == 3:  # every other frame's hand scores near the 0.3 threshold (mean > 0.3 or not)
+            scores[::2, :, 91:133] = np.random.default_rng(i).uniform(0.27, 0.33, scores[::2, :, 91:133].shape)
         if i % 6 == 5:
             scores[:, :, 112:133] = ABSENT_SCORE
         if i % 12 == 11:
