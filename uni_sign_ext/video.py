@@ -25,6 +25,7 @@ def decode_frames(path, frames):
     needed, and for frames whose size changes inside the video.
     """
     import av  # imported here: pose-only runs never need PyAV
+    from av.video.reformatter import VideoReformatter
 
     frames = [int(f) for f in frames]
     if not frames:
@@ -44,10 +45,13 @@ def decode_frames(path, frames):
             if not container.streams.video:
                 raise VideoFileError(path, "no video stream in the file (re-encode the clip, e.g. as H.264 mp4)")
             stream = container.streams.video[0]
+            # one converter for the whole video: frame.to_ndarray(format="rgb24") builds a new one per frame
+            # (same pixels, ~4x slower on small frames)
+            rgb = VideoReformatter()
             for index, frame in enumerate(container.decode(stream)):
                 seen = index + 1
                 if index == target:
-                    out.append(frame.to_ndarray(format="rgb24"))
+                    out.append(rgb.reformat(frame, format="rgb24").to_ndarray())
                     if index == last:
                         break
                     target = next(wanted)
