@@ -174,11 +174,11 @@ class S2T_Dataset(Dataset):
     def _load_item(self, index, name, path, text, gloss, video):
         """One sample's pose file (and with --rgb_support its video) → (upstream's item or SkippedSample,
         [SampleWarning])."""
-        rgb = self.rgb_dir is not None
+        raw = {} if self.rgb_dir is not None else None
         try:
-            sample = load_pose_sample(path, self.max_length, self._frame_rng(index), self.clip_bounds, keep_raw=rgb)
-            support = load_support(sample, path, os.path.join(self.rgb_dir, video), self._hand_rng(index)) \
-                if rgb else {}
+            sample = load_pose_sample(path, self.max_length, self._frame_rng(index), self.clip_bounds, raw)
+            support = {} if raw is None else \
+                load_support(sample, raw, path, os.path.join(self.rgb_dir, video), self._hand_rng(index))
         except (PoseFileError,) + RGB_ERRORS as exc:
             return SkippedSample(name, exc.path, exc.reason), []
         reasons = sample.warnings + ([self.label_warnings[name]] if name in self.label_warnings else [])

@@ -148,16 +148,15 @@ class PoseSample(NamedTuple):
     frames: np.ndarray     # (T,) original frame indices
     clip_end: int          # frames of the clip are < clip_end: descriptions beyond it are out of range
     warnings: list         # suspicious-but-usable findings, for the run's counts
-    raw: tuple = None      # with keep_raw: the sampled frames' (keypoints (T,1,133,2), scores (T,1,133)), stored dtypes
 
 
-def load_pose_sample(path, max_length, rng=random, clip_bounds=True, keep_raw=False):
+def load_pose_sample(path, max_length, rng=random, clip_bounds=True, raw=None):
     """Read, sample and normalise one pose file → PoseSample (`clip_bounds`: see read_pose_file).
 
     A clip whose sampled frames hold no usable keypoint (all NaN, or no confidence above the
     threshold) would train as zeros: it is refused. Some NaN/inf values are a counted warning.
     """
-    stored = {} if keep_raw else None
+    stored = {} if raw is not None else None
     keypoints, scores, start, end = read_pose_file(path, clip_bounds, stored)
     frames = sample_frame_indices(start, end, max_length, rng)
     keypoints, scores = keypoints[frames], scores[frames]
@@ -170,5 +169,6 @@ def load_pose_sample(path, max_length, rng=random, clip_bounds=True, keep_raw=Fa
     bad = int((~np.isfinite(keypoints).all(-1) | ~np.isfinite(scores)).sum())
     if bad:
         warnings.append(f"{bad} of {scores.size} sampled keypoints are NaN/inf (treated as undetected)")
-    raw = (stored["keypoints"][frames], stored["scores"][frames]) if keep_raw else None
-    return PoseSample(parts, frames, end, warnings, raw)
+    if raw is not None:  # the sampled frames in the file's dtypes: (T, 1, 133, 2), (T, 1, 133)
+        raw["keypoints"], raw["scores"] = stored["keypoints"][frames], stored["scores"][frames]
+    return PoseSample(parts, frames, end, warnings)

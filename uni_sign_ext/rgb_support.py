@@ -25,8 +25,8 @@ def rgb_folder(rgb_dirs, args, label_path):
     return folder
 
 
-def load_support(sample, pose_path, video_path, rng=np.random):
-    """PoseSample (loaded with keep_raw) → upstream's support dict for the sample.
+def load_support(sample, raw, pose_path, video_path, rng=np.random):
+    """PoseSample and its sampled frames' stored arrays (load_pose_sample's `raw`) → upstream's support dict.
 
     `rng` draws the hand frames (left, then right; an absent hand draws nothing). A missing video is an
     error even when no hand needs a crop; the video is decoded only when some hand does, up to the last
@@ -35,7 +35,7 @@ def load_support(sample, pose_path, video_path, rng=np.random):
     if not os.path.isfile(video_path):
         raise VideoFileError(video_path, "video file not found (put the clip there, or check config.rgb_dirs / "
                                          "UNISIGN_ROOT)")
-    keypoints, scores = sample.raw
+    keypoints, scores = raw["keypoints"], raw["scores"]
     choice = choose_hands(keypoints, scores, rng)
     check_normalised(choice.points, pose_path)
     return support_dict(choice, sample.frames, lambda frames: decode_frames(video_path, frames))
