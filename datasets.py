@@ -1,7 +1,8 @@
 """Sign-to-text dataset and collate, in upstream Uni-Sign's item and batch formats.
 
-With --use_descriptions each item also carries its aligned descriptions, and the batch carries
-the batch's unique description texts plus, per frame, which text(s) and weight apply.
+With --rgb_support each item's 5th element is upstream's hand-crop dict (uni_sign_ext/hand_crops.py) and the
+batch carries its collated form. With --use_descriptions each item also carries its aligned descriptions, and
+the batch carries the batch's unique description texts plus, per frame, which text(s) and weight apply.
 """
 import logging
 import os
@@ -10,14 +11,13 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-
 import torch
 from torch.utils.data import Dataset
 
 import config
+from uni_sign_ext.hand_crops import collate_support
 from uni_sign_ext.labels import LabelFileError, csl_news_bounds, csl_news_item_problem, load_labels, read_csl_news_list
 from uni_sign_ext.pose import PARTS, PoseFileError, load_pose_sample
-from uni_sign_ext.hand_crops import collate_support
 from uni_sign_ext.rgb_support import RGB_ERRORS, load_support, rgb_folder
 
 logger = logging.getLogger(__name__)
