@@ -424,3 +424,25 @@ def test_csl_news_reads_its_entrys_video(rgb_world, monkeypatch):
         importlib.reload(config)
     assert isinstance(item, datasets.SkippedSample) and "video file not found" in item.reason
     assert item.path == str(rgb_world / "dataset" / "CSL_News" / "rgb_format" / ds.items[0]["video"])
+
+
+def test_video_world(rgb_world):
+    """--videos: an H.264 mp4 per CSL_Daily sample with every frame of its pose file; poses normalised float64."""
+    import av
+
+    checked = 0
+    for split in ("train", "dev", "test"):
+        for entry in labels(rgb_world, split)[:3]:
+            pose = pickle.load(open(pose_of(rgb_world, entry), "rb"))
+            keypoints = np.stack(pose["keypoints"])
+            assert keypoints.dtype == np.float64 and np.stack(pose["scores"]).dtype == np.float32
+            assert -0.5 < keypoints.min() and keypoints.max() < 1.0
+            with av.open(str(video_of(rgb_world, entry))) as container:
+                stream = container.streams.video[0]
+                assert stream.codec_context.name == "h264"
+                frames = sum(1 for _ in container.decode(stream))
+                assert (stream.codec_context.width, stream.codec_context.height) == (160, 120)
+            assert frames == len(keypoints)
+            checked += 1
+    assert checked == 9
+    assert json.loads((rgb_world / ".complete").read_text())["videos"] is True
