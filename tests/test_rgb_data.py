@@ -336,7 +336,7 @@ def damage(root, split):
     pose = pickle.load(open(pose_of(root, pixels), "rb"))
     pose["keypoints"] = [k * (1280, 720) for k in pose["keypoints"]]  # pixels, not normalised
     pickle.dump(pose, open(pose_of(root, pixels), "wb"))
-    return {missing["name"]: "video file not found", truncated["name"]: "video",
+    return {missing["name"]: "video file not found", truncated["name"]: "unreadable video",
             short["name"]: "decodable frames", pixels["name"]: "not normalised"}
 
 
