@@ -378,9 +378,9 @@ def test_checklist_names_bad_videos(rgb_root, capsys):
     report = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     videos = report["videos test"]
     assert videos["status"] == "warn" and videos["fix"]
-    names = [n for n in expected if n != list(expected)[3]]  # the pixel-keypoint file decodes fine
-    assert all(n in videos["detail"] for n in names), videos["detail"]
-    assert "1 of 12 samples have no video" in videos["detail"] and "2 are unusable" in videos["detail"]
+    assert all(n in videos["detail"] for n in expected), videos["detail"]
+    assert "1 of 12 samples have no video" in videos["detail"] and "3 are unusable" in videos["detail"]
+    assert "unreadable video" in videos["detail"] and "not normalised" in videos["detail"]
     assert report["videos train"]["status"] == "pass"
     assert code == 1  # --rgb_support itself is still refused by utils.check_supported (model side not merged)
 

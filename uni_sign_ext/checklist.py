@@ -165,15 +165,21 @@ def pose_loading_check(split, sample):
 
 def check_videos(args, splits):
     """--rgb_support: every labelled sample's video exists; a sample of them (the pose files loaded above)
-    decodes, with at least as many frames as its pose file needs. Bad videos are counted and named."""
+    decodes, with at least as many frames as its pose file needs, and that pose file's hand keypoints are
+    normalised (x/W, y/H) so they fit the frames. Bad videos are counted and named."""
+    import numpy as np
+
     import config
-    from uni_sign_ext.pose import PoseFileError
+    from datasets import pose_file_name, pose_folder
+    from uni_sign_ext.hand_crops import NORMALISED_RANGE
+    from uni_sign_ext.pose import PoseFileError, read_pose_file
     from uni_sign_ext.rgb_support import rgb_folder
     from uni_sign_ext.video import VideoFileError, count_frames
 
     checks = []
     for split, (labels, poses) in splits.items():
         folder = rgb_folder(config.rgb_dirs, args, label_paths(args)[split])
+        poses_at = pose_folder(args, label_paths(args)[split])
         missing = {n: "no video file" for n, e in labels.items()
                    if not os.path.isfile(os.path.join(folder, e["video_path"]))}
         bad = {}
@@ -188,6 +194,13 @@ def check_videos(args, splits):
             if count < poses[name].clip_end:
                 bad[name] = (f"{path}: {count} frames, but its pose file has {poses[name].clip_end}: video and pose "
                              "file do not match")
+                continue
+            pose_path = os.path.join(poses_at, pose_file_name(labels[name]["video_path"]))
+            hands = read_pose_file(pose_path)[0][:, 91:133]
+            hands = hands[np.isfinite(hands)]
+            if hands.size and (hands.min() < NORMALISED_RANGE[0] or hands.max() > NORMALISED_RANGE[1]):
+                bad[name] = (f"{pose_path}: hand keypoints up to {float(hands.max()):.1f}, not normalised (x/W, y/H): "
+                             "they do not fit the video's frames")
         name = f"videos {split}"
         if missing and len(missing) == len(labels):
             checks.append(Check(name, FAIL, f"none of the {len(labels)} {split} samples has a video in {folder}",
