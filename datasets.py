@@ -1,19 +1,24 @@
 """Sign-to-text dataset and collate, in upstream Uni-Sign's item and batch formats.
 
-With --use_descriptions each item also carries its aligned descriptions, and the batch carries
-the batch's unique description texts plus, per frame, which text(s) and weight apply.
+With --rgb_support each item's 5th element is upstream's hand-crop dict (uni_sign_ext/hand_crops.py) and the
+batch carries its collated form. With --use_descriptions each item also carries its aligned descriptions, and
+the batch carries the batch's unique description texts plus, per frame, which text(s) and weight apply.
 """
 import logging
 import os
 import random
+import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 import config
+from uni_sign_ext.hand_crops import collate_support
 from uni_sign_ext.labels import LabelFileError, csl_news_bounds, csl_news_item_problem, load_labels, read_csl_news_list
 from uni_sign_ext.pose import PARTS, PoseFileError, load_pose_sample
+from uni_sign_ext.rgb_support import RGB_ERRORS, load_support, rgb_folder
 
 logger = logging.getLogger(__name__)
 MISSING_NAMES_SHOWN = 5
@@ -93,6 +98,7 @@ class S2T_Dataset(Dataset):
         missing = set(self.missing_pose)
         self.labels = {n: e for n, e in labels.items() if n not in missing}
         self.names = list(self.labels)
+        self.rgb_dir = rgb_folder(config.rgb_dirs, args, path)
         self._open_descriptions()
 
     def _open_descriptions(self):
@@ -122,6 +128,13 @@ class S2T_Dataset(Dataset):
         """Training samples long videos' frames from the global stream; evaluation from a stream seeded
         per sample, so the frames do not depend on which rank, batch or worker loads the sample."""
         return random if self.phase == "train" else random.Random(f"{self.args.seed}/{self.phase}/{index}")
+
+    def _hand_rng(self, index):
+        """Hand frames (--rgb_support) are drawn from numpy's legacy global stream in training, as upstream;
+        in evaluation from a RandomState seeded per sample, like the frames (_frame_rng)."""
+        if self.phase == "train":
+            return np.random
+        return np.random.RandomState(zlib.crc32(f"{self.args.seed}/{self.phase}/{index}/hands".encode()))
 
     def __len__(self):
         return len(self.names)
@@ -156,17 +169,21 @@ class S2T_Dataset(Dataset):
         name = self.names[index]
         entry = self.labels[name]
         path = os.path.join(self.pose_dir, pose_file_name(entry["video_path"]))
-        return self._load_item(index, name, path, entry["text"], entry["gloss"])
+        return self._load_item(index, name, path, entry["text"], entry["gloss"], entry["video_path"])
 
-    def _load_item(self, index, name, path, text, gloss):
-        """One sample's pose file → (upstream's item or SkippedSample, [SampleWarning])."""
+    def _load_item(self, index, name, path, text, gloss, video):
+        """One sample's pose file (and with --rgb_support its video) → (upstream's item or SkippedSample,
+        [SampleWarning])."""
+        raw = {} if self.rgb_dir is not None else None
         try:
-            sample = load_pose_sample(path, self.max_length, self._frame_rng(index), self.clip_bounds)
-        except PoseFileError as exc:
+            sample = load_pose_sample(path, self.max_length, self._frame_rng(index), self.clip_bounds, raw)
+            support = {} if raw is None else \
+                load_support(sample, raw, path, os.path.join(self.rgb_dir, video), self._hand_rng(index))
+        except (PoseFileError,) + RGB_ERRORS as exc:
             return SkippedSample(name, exc.path, exc.reason), []
         reasons = sample.warnings + ([self.label_warnings[name]] if name in self.label_warnings else [])
         pose = {part: torch.from_numpy(sample.parts[part]) for part in PARTS}
-        item = (name, pose, text, gloss, {})
+        item = (name, pose, text, gloss, support)
         if self.args.use_descriptions:
             from uni_sign_ext.alignment import aligned_sample_descriptions
 
@@ -176,7 +193,7 @@ class S2T_Dataset(Dataset):
         return item, [SampleWarning(name, reason) for reason in reasons]
 
     def collate_fn(self, batch):
-        return collate(batch, self.args.use_descriptions)
+        return collate(batch, self.args.use_descriptions, self.rgb_dir is not None)
 
 
 class S2T_Dataset_news(S2T_Dataset):
@@ -197,6 +214,7 @@ class S2T_Dataset_news(S2T_Dataset):
         self.max_length = args.max_length
         self.label_path = str(path)
         self.pose_dir = pose_folder(args, path)
+        self.rgb_dir = rgb_folder(config.rgb_dirs, args, path)
         if args.task == "CSLR":
             raise SystemExit(f"{path}: CSL-News has sentences, no glosses, but --task CSLR learns glosses: use "
                              "gloss-annotated labels (CSL_Daily's), or --task SLT.")
@@ -228,7 +246,8 @@ class S2T_Dataset_news(S2T_Dataset):
         problem = csl_news_item_problem(item)
         if problem:
             return SkippedSample(name, f"{self.label_path} item {self.start_idx + index}", problem), []
-        return self._load_item(index, name, os.path.join(self.pose_dir, item["pose"]), item["text"], "")
+        return self._load_item(index, name, os.path.join(self.pose_dir, item["pose"]), item["text"], "",
+                               item["video"])
 
 
 def make_dataset(path, args, phase):
@@ -242,7 +261,7 @@ def _pad_repeat_last(x, length):
     return torch.cat([x, x[-1:].expand(length - len(x), *x.shape[1:])]) if len(x) < length else x
 
 
-def collate(batch, use_descriptions=False):
+def collate(batch, use_descriptions=False, rgb_support=False):
     skipped, warnings, items = [], [], []
     for b in batch:
         if isinstance(b, SkippedSample):
@@ -268,4 +287,6 @@ def collate(batch, use_descriptions=False):
         from uni_sign_ext.alignment import collate_descriptions
 
         src_input.update(collate_descriptions([b[5] for b in batch], max_len))
+    if rgb_support and batch:
+        src_input.update(collate_support([b[4] for b in batch]))
     return src_input, tgt_input

@@ -76,8 +76,6 @@ def get_args_parser():
 
 def check_supported(args):
     """Flags that parse for compatibility but whose code paths this fork has not written yet."""
-    if args.rgb_support:
-        raise SystemExit("--rgb_support is not supported yet in this fork (pose-only); drop the flag.")
     if args.online_video:
         raise SystemExit("--online_video is not supported yet in this fork; drop the flag.")
     if args.zero_stage not in (0, 1, 2, 3):

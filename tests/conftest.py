@@ -17,6 +17,14 @@ def mini_world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def rgb_world(tmp_path_factory):
+    """The mini-world with CSL_Daily's videos (--videos) and normalised CSL_Daily pose files, for --rgb_support."""
+    from uni_sign_ext.fixture import build_mini_world
+
+    return build_mini_world(tmp_path_factory.mktemp("rgb_world"), samples_per_split=12, seed=0, videos=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_mt5(mini_world):
     return str(mini_world / "pretrained_weight" / "mt5-base")
 

@@ -63,8 +63,11 @@ def test_the_users_launch_commands_parse(document):
             check_description_args(args)
 
 
+def test_rgb_support_is_supported():
+    check_supported(parse_args("--rgb_support"))  # RGB-pose runs (tests/test_rgb_runs.py): no refusal
+
+
 @pytest.mark.parametrize("flags,message", [
-    (["--rgb_support"], "--rgb_support is not supported yet"),
     (["--online_video", "demo.mp4"], "--online_video is not supported yet"),
     (["--zero_stage", "4"], "--zero_stage 4 does not exist"),
 ])

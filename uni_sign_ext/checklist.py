@@ -163,6 +163,59 @@ def pose_loading_check(split, sample):
     return Check(name, PASS, f"{len(sample)} pose files loaded as training would, all usable")
 
 
+def check_videos(args, splits):
+    """--rgb_support: every labelled sample's video exists; a sample of them (the pose files loaded above)
+    decodes, with at least as many frames as its pose file needs, and that pose file's hand keypoints are
+    normalised (x/W, y/H) so they fit the frames. Bad videos are counted and named."""
+    import numpy as np
+
+    import config
+    from datasets import pose_file_name, pose_folder
+    from uni_sign_ext.hand_crops import NORMALISED_RANGE
+    from uni_sign_ext.pose import PoseFileError, read_pose_file
+    from uni_sign_ext.rgb_support import rgb_folder
+    from uni_sign_ext.video import VideoFileError, count_frames
+
+    checks = []
+    for split, (labels, poses) in splits.items():
+        folder = rgb_folder(config.rgb_dirs, args, label_paths(args)[split])
+        poses_at = pose_folder(args, label_paths(args)[split])
+        missing = {n: "no video file" for n, e in labels.items()
+                   if not os.path.isfile(os.path.join(folder, e["video_path"]))}
+        bad = {}
+        tried = [n for n, p in poses.items() if not isinstance(p, PoseFileError) and n not in missing]
+        for name in tried:
+            path = os.path.join(folder, labels[name]["video_path"])
+            try:
+                count, _ = count_frames(path)
+            except VideoFileError as exc:
+                bad[name] = f"{path}: {exc.reason}"
+                continue
+            if count < poses[name].clip_end:
+                bad[name] = (f"{path}: {count} frames, but its pose file has {poses[name].clip_end}: video and pose "
+                             "file do not match")
+                continue
+            pose_path = os.path.join(poses_at, pose_file_name(labels[name]["video_path"]))
+            hands = read_pose_file(pose_path)[0][:, 91:133]
+            hands = hands[np.isfinite(hands)]
+            if hands.size and (hands.min() < NORMALISED_RANGE[0] or hands.max() > NORMALISED_RANGE[1]):
+                bad[name] = (f"{pose_path}: hand keypoints up to {float(hands.max()):.1f}, not normalised (x/W, y/H): "
+                             "they do not fit the video's frames")
+        name = f"videos {split}"
+        if missing and len(missing) == len(labels):
+            checks.append(Check(name, FAIL, f"none of the {len(labels)} {split} samples has a video in {folder}",
+                                "put the videos there (config.rgb_dirs, UNISIGN_ROOT), or drop --rgb_support"))
+        elif missing or bad:
+            listing = "; ".join(f"{n}: {r}" for n, r in list({**missing, **bad}.items())[:NAMES_SHOWN])
+            checks.append(Check(name, WARN, f"{len(missing)} of {len(labels)} samples have no video in {folder}; "
+                                f"of {len(tried)} videos decoded, {len(bad)} are unusable; these samples will be "
+                                f"skipped: {listing}", "add or re-encode the videos named (H.264 mp4)"))
+        else:
+            checks.append(Check(name, PASS, f"all {len(labels)} samples have a video in {folder}; {len(tried)} "
+                                "decoded, each with the frames its pose file needs"))
+    return checks
+
+
 def check_descriptions(args, splits):
     from uni_sign_ext.descriptions import DescriptionLoader, find_description_dir, sample_key
     from uni_sign_ext.pose import PoseFileError
@@ -353,6 +406,8 @@ def run_checks(args):
     except Exception as exc:
         label_checks, splits = [crashed("labels", exc)], {}
     checks += label_checks
+    if args.rgb_support:
+        checks += isolated("videos", check_videos, args, splits)
     if args.use_descriptions:
         if args.mt5_model and args.mt5_model != args.mt5_path:
             checks += isolated("mT5 (text encoder)", check_mt5, args.mt5_model, "text encoder")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORLD_VERSION = 6  # bump when the output changes, so old worlds are rebuilt
+WORLD_VERSION = 7  # bump when the output changes, so old worlds are rebuilt
 SENTENCES_PER_DATASET = 8
 MAX_CSL_CHARS = 12
 CSL_GREETING = "你们好！"  # always signed, so tokenizer("你们好") meets no unknown piece
@@ -376,14 +376,18 @@ def build_tiny_mt5(folder, texts, seed, narrow=False):
     model.save_pretrained(folder, safe_serialization=True)
 
 
-def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain"):
-    """Build the mini-world under out_dir and return its path (at once if built with these parameters)."""
+def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain", videos=False):
+    """Build the mini-world under out_dir and return its path (at once if built with these parameters).
+
+    `videos`: also CSL_Daily's mp4 files for --rgb_support, with its pose files normalised (fixture_video.py)."""
     if kind not in KINDS:
         raise SystemExit(f"--kind {kind!r} is not a mini-world kind; use one of {', '.join(KINDS)}.")
     root = Path(out_dir)
     params = {"samples_per_split": samples_per_split, "seed": seed, "version": WORLD_VERSION}
     if kind != "plain":  # a plain world's marker is unchanged, so existing worlds are not rebuilt
         params["kind"] = kind
+    if videos:
+        params["videos"] = True
     marker = root / ".complete"
     if marker.is_file():
         if json.loads(marker.read_text()) == params:
@@ -402,7 +406,11 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain"):
     from uni_sign_ext.fixture_news import build_csl_news
 
     build_csl_news(root, csl_sentences, samples_per_split, seed)  # CSL_Daily's sentences: not in the corpus twice
-    print(f"[mini-world] labels, poses, descriptions written ({time.time() - started:.1f}s); "
+    if videos:
+        from uni_sign_ext.fixture_video import build_csl_daily_videos
+
+        build_csl_daily_videos(root)
+    print(f"[mini-world] labels, poses, descriptions{', videos' if videos else ''} written ({time.time() - started:.1f}s); "
           "training the tokenizer, saving the tiny mT5", flush=True)
     descriptions = csl_descriptions | h2s_descriptions
     if kind != "plain":  # every phrase the kind can say: informative and noise worlds get the same translator
@@ -420,8 +428,9 @@ def main(argv=None):
     parser.add_argument("--samples-per-split", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kind", choices=KINDS, default="plain")
+    parser.add_argument("--videos", action="store_true", help="also CSL_Daily's videos, for --rgb_support")
     args = parser.parse_args(argv)
-    build_mini_world(args.out, args.samples_per_split, args.seed, args.kind)
+    build_mini_world(args.out, args.samples_per_split, args.seed, args.kind, args.videos)
 
 
 if __name__ == "__main__":

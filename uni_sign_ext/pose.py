@@ -43,11 +43,12 @@ def _frame_bound(path, data, key, default):
     raise PoseFileError(path, f"'{key}' is {value!r}, not a frame number")
 
 
-def read_pose_file(path, clip_bounds=True):
+def read_pose_file(path, clip_bounds=True, raw=None):
     """Load and validate a pose pickle → (keypoints (N,133,2), scores (N,133), start, end).
 
     Without `clip_bounds` the file's `start`/`end` are ignored (every frame is usable), as upstream's
-    CSL-News loader does."""
+    CSL-News loader does. With a dict as `raw`, raw["keypoints"] (N,1,133,2) and raw["scores"] (N,1,133)
+    receive the arrays in the file's own dtypes (the RGB path computes in them, as upstream does)."""
     try:
         size = os.path.getsize(path)
         if size > MAX_POSE_FILE_BYTES:
@@ -65,8 +66,12 @@ def read_pose_file(path, clip_bounds=True):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise PoseFileError(path, f"expected a dict with 'keypoints' and 'scores', found {found}")
     try:
-        keypoints = np.asarray(data["keypoints"], dtype=np.float32)
-        scores = np.asarray(data["scores"], dtype=np.float32)
+        if raw is None:
+            keypoints = np.asarray(data["keypoints"], dtype=np.float32)
+            scores = np.asarray(data["scores"], dtype=np.float32)
+        else:
+            raw["keypoints"], raw["scores"] = np.asarray(data["keypoints"]), np.asarray(data["scores"])
+            keypoints, scores = raw["keypoints"].astype(np.float32), raw["scores"].astype(np.float32)
     except (ValueError, TypeError) as exc:
         raise PoseFileError(path, f"keypoints/scores are not regular arrays ({exc})") from None
     if keypoints.size == 0:
@@ -145,13 +150,14 @@ class PoseSample(NamedTuple):
     warnings: list         # suspicious-but-usable findings, for the run's counts
 
 
-def load_pose_sample(path, max_length, rng=random, clip_bounds=True):
+def load_pose_sample(path, max_length, rng=random, clip_bounds=True, raw=None):
     """Read, sample and normalise one pose file → PoseSample (`clip_bounds`: see read_pose_file).
 
     A clip whose sampled frames hold no usable keypoint (all NaN, or no confidence above the
     threshold) would train as zeros: it is refused. Some NaN/inf values are a counted warning.
     """
-    keypoints, scores, start, end = read_pose_file(path, clip_bounds)
+    stored = {} if raw is not None else None
+    keypoints, scores, start, end = read_pose_file(path, clip_bounds, stored)
     frames = sample_frame_indices(start, end, max_length, rng)
     keypoints, scores = keypoints[frames], scores[frames]
     parts = normalise_parts(keypoints, scores)
@@ -163,4 +169,6 @@ def load_pose_sample(path, max_length, rng=random, clip_bounds=True):
     bad = int((~np.isfinite(keypoints).all(-1) | ~np.isfinite(scores)).sum())
     if bad:
         warnings.append(f"{bad} of {scores.size} sampled keypoints are NaN/inf (treated as undetected)")
+    if raw is not None:  # the sampled frames in the file's dtypes: (T, 1, 133, 2), (T, 1, 133)
+        raw["keypoints"], raw["scores"] = stored["keypoints"][frames], stored["scores"][frames]
     return PoseSample(parts, frames, end, warnings)

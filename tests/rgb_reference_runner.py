@@ -1,0 +1,130 @@
+"""Run upstream Uni-Sign's own RGB data path (its datasets.py) on a world, under a python with torchvision.
+
+    /work/venv_tv/bin/python tests/rgb_reference_runner.py UPSTREAM WORLD OUT.pt --seeds 0 1 --max_length 256 64
+
+Test-only. Two stand-ins are installed in sys.modules before upstream's datasets.py is imported:
+- `decord`: decord cannot be installed here. The stand-in's VideoReader decodes the file with PyAV (every
+  frame in order, `to_ndarray(format="rgb24")`) and get_batch returns the requested frames. It is the same
+  library as our uni_sign_ext/video.py, so this comparison cannot show PyAV == decord; that rests on
+  the RGB spec, UNI_SIGN_RGB.md, §3 (checked there with decord 0.6.0: identical pixels for H.264).
+- `utils`: upstream's utils.py imports deepspeed at the top; its datasets.py only calls
+  utils.load_dataset_file (a gzip pickle load), which the stand-in provides.
+Everything else (frame sampling, hand choice, boxes, crops, PIL, torchvision transforms, collate) is upstream's.
+Writes {f"{max_length}/{seed}": {"names": [...], "dicts": [...], "batches": [rgb part of collate]}} with
+torch.save, and with --time the samples/s of a pass over the split.
+"""
+import argparse
+import gzip
+import os
+import pickle
+import random
+import sys
+import time
+import types
+
+
+class _Batch:
+    def __init__(self, array):
+        self._array = array
+
+    def asnumpy(self):
+        return self._array
+
+
+class VideoReader:
+    """decord.VideoReader's calls that upstream makes (construct, seek(0), get_batch(indices).asnumpy()).
+
+    Frames are converted with frame.to_ndarray(format="rgb24") (the spec's words), or with --time through one
+    reused converter: same pixels, without PyAV's per-frame converter set-up, which real decord (C++) does not
+    pay; so the timing does not flatter ours."""
+
+    reuse_converter = False
+
+    def __init__(self, path, num_threads=1, ctx=None):
+        if not os.path.isfile(path):
+            raise RuntimeError(f"cannot open {path}")
+        self.path = path
+
+    def seek(self, position):
+        pass
+
+    def get_batch(self, indices):
+        import av
+        import numpy as np
+
+        from av.video.reformatter import VideoReformatter
+
+        indices = [int(i) for i in indices]
+        last, decoded, converter = max(indices), {}, VideoReformatter()
+        with av.open(self.path) as container:
+            for i, frame in enumerate(container.decode(container.streams.video[0])):
+                if i in indices:
+                    decoded[i] = (converter.reformat(frame, format="rgb24").to_ndarray() if self.reuse_converter
+                                  else frame.to_ndarray(format="rgb24"))
+                if i >= last:
+                    break
+        missing = [i for i in indices if i not in decoded]
+        if missing:
+            raise IndexError(f"{self.path}: frames {missing} out of range")
+        return _Batch(np.stack([decoded[i] for i in indices]))
+
+
+def install_stand_ins():
+    decord = types.ModuleType("decord")
+    decord.VideoReader = VideoReader
+    decord.cpu = lambda index=0: ("cpu", index)
+    utils = types.ModuleType("utils")
+
+    def load_dataset_file(filename):
+        with gzip.open(filename, "rb") as f:
+            return pickle.load(f)
+
+    utils.load_dataset_file = load_dataset_file
+    sys.modules["decord"], sys.modules["utils"] = decord, utils
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("upstream")
+    parser.add_argument("world")
+    parser.add_argument("out")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--max_length", type=int, nargs="+", default=[256])
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--time", action="store_true", help="only time passes over the split")
+    args = parser.parse_args()
+    VideoReader.reuse_converter = args.time
+    install_stand_ins()
+    sys.path.insert(0, os.path.abspath(args.upstream))
+    os.chdir(args.world)  # upstream's config.py paths are relative to the working directory
+    import numpy as np
+    import torch
+
+    import datasets as upstream
+
+    results = {}
+    for max_length in args.max_length:
+        for seed in args.seeds:
+            ns = argparse.Namespace(rgb_support=True, max_length=max_length, dataset="CSL_Daily")
+            dataset = upstream.S2T_Dataset(f"./data/CSL_Daily/labels.{args.split}", ns, args.split)
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            started = time.perf_counter()
+            items = [dataset[i] for i in range(len(dataset))]
+            elapsed = time.perf_counter() - started
+            if args.time:
+                results[f"{max_length}/{seed}"] = {"samples": len(items), "seconds": elapsed}
+                continue
+            batches = []
+            for b in range(0, len(items), args.batch):
+                src, _ = dataset.collate_fn(items[b:b + args.batch])
+                batches.append({k: v for k, v in src.items() if k.startswith(("left_", "right_"))})
+            results[f"{max_length}/{seed}"] = {"names": [it[0] for it in items], "dicts": [it[4] for it in items],
+                                               "batches": batches}
+    torch.save(results, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""One sample's `--rgb_support` data: where its video is, and its support dict (or a named error to skip it).
+
+The dataset passes config's folders in (this package never imports the top-level modules).
+"""
+import os
+
+import numpy as np
+
+from uni_sign_ext.hand_crops import HandKeypointError, check_normalised, choose_hands, support_dict
+from uni_sign_ext.video import VideoFileError, decode_frames
+
+# Errors that make one sample unusable: skipped and counted like a bad pose file (docs/errors.md).
+RGB_ERRORS = (VideoFileError, HandKeypointError)
+PHASE_SUBFOLDER_DATASETS = ("WLASL", "How2Sign", "OpenASL")  # rgb_dirs[dataset]/<split>/<video_path>
+
+
+def rgb_folder(rgb_dirs, args, label_path):
+    """The folder videos are read from, or None without --rgb_support. The split subfolder follows the
+    label file (labels.<split>) as the pose folder does: How2Sign's dev is its test split."""
+    if not getattr(args, "rgb_support", False):
+        return None
+    folder = rgb_dirs[args.dataset]
+    if args.dataset in PHASE_SUBFOLDER_DATASETS:
+        folder = os.path.join(folder, os.path.splitext(str(label_path))[1].lstrip("."))
+    return folder
+
+
+def load_support(sample, raw, pose_path, video_path, rng=np.random):
+    """PoseSample and its sampled frames' stored arrays (load_pose_sample's `raw`) → upstream's support dict.
+
+    `rng` draws the hand frames (left, then right; an absent hand draws nothing). A missing video is an
+    error even when no hand needs a crop; the video is decoded only when some hand does, up to the last
+    frame needed.
+    """
+    if not os.path.isfile(video_path):
+        raise VideoFileError(video_path, "video file not found (put the clip there, or check config.rgb_dirs / "
+                                         "UNISIGN_ROOT)")
+    keypoints, scores = raw["keypoints"], raw["scores"]
+    choice = choose_hands(keypoints, scores, rng)
+    check_normalised(choice.points, pose_path)
+    return support_dict(choice, sample.frames, lambda frames: decode_frames(video_path, frames))
