@@ -50,8 +50,7 @@ pose_dirs = {
     "How2Sign": _at_root("dataset/How2Sign/pose_format"),
     "OpenASL": _at_root("dataset/OpenASL/pose_format"),
 }
-# Datasets whose pose files sit in a per-split subfolder (pose_format/<split>/<name>.pkl).
-split_subfolder_datasets = ("WLASL", "How2Sign", "OpenASL")
+# WLASL, How2Sign and OpenASL keep pose files and videos in a per-split subfolder (uni_sign_ext/layout.py).
 
 # New in this fork: action descriptions and their cached text features.
 description_root = _at_root("description")

@@ -18,6 +18,7 @@ import config
 from uni_sign_ext.hand_crops import collate_support
 from uni_sign_ext.labels import LabelFileError, csl_news_bounds, csl_news_item_problem, load_labels, read_csl_news_list
 from uni_sign_ext.pose import PARTS, PoseFileError, load_pose_sample
+from uni_sign_ext.layout import SPLIT_SUBFOLDER_DATASETS, pose_file_name, split_folder
 from uni_sign_ext.rgb_support import RGB_ERRORS, load_support, rgb_folder
 
 logger = logging.getLogger(__name__)
@@ -51,22 +52,15 @@ class Flagged:
 
 def pose_folder(args, label_path):
     """Pose files sit in pose_format/, or pose_format/<split>/ for datasets that split them by folder."""
-    folder = config.pose_dirs[args.dataset]
-    if args.dataset in config.split_subfolder_datasets:
-        folder = os.path.join(folder, os.path.splitext(label_path)[1].lstrip("."))
-    return folder
+    return split_folder(config.pose_dirs[args.dataset], args.dataset, label_path)
 
 
 def check_pose_folder(folder, dataset):
     """A missing pose folder is a layout mistake, not a split of missing files: say where poses belong."""
     if not os.path.isdir(folder):
-        where = "pose_format/<split>/ (train, dev, test)" if dataset in config.split_subfolder_datasets else "pose_format/"
+        where = "pose_format/<split>/ (train, dev, test)" if dataset in SPLIT_SUBFOLDER_DATASETS else "pose_format/"
         raise SystemExit(f"{folder}: pose folder not found; {dataset} keeps its pose files in {where} under "
                          "dataset/<Dataset>/ (config.pose_dirs, UNISIGN_ROOT).")
-
-
-def pose_file_name(video_path):
-    return os.path.splitext(video_path)[0] + ".pkl"
 
 
 class S2T_Dataset(Dataset):

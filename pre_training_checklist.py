@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 
+import config
 import utils
 from uni_sign_ext.checklist import FAIL, Check, report, run_checks
+from uni_sign_ext.layout import DataLayout
 
 
 class FlagParseError(Exception):
@@ -29,7 +31,8 @@ def main(argv=None):
     except FlagParseError as exc:
         return report([Check("flags", FAIL, str(exc), "fix the flag (see --help)")], as_json=True)
     logging.basicConfig(level=logging.ERROR)  # the report says it all; loaders' warnings would repeat it
-    return report(run_checks(args), as_json=args.json)
+    layout = DataLayout.from_config(config, args.dataset)
+    return report(run_checks(args, layout, utils.check_supported), as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import config
 from conftest import parse_args
 from uni_sign_ext import checklist
 from uni_sign_ext.atomic_io import DiskWriteError, atomic_torch_save, atomic_write, check_writable_dir
@@ -20,6 +21,8 @@ from uni_sign_ext.fusion import DescriptionFusion
 from uni_sign_ext.guards import (NonFiniteError, check_numeric_flags, exit_on_user_error, loss_is_usable,
                                  refuse_nonfinite_model)
 from uni_sign_ext.labels import LabelFileError
+from uni_sign_ext.layout import DataLayout
+from utils import check_supported
 
 @pytest.mark.parametrize("flags,named", [
     (["--max_length", "0"], "--max_length 0"), (["--max_length", "-1"], "--max_length -1"),
@@ -164,8 +167,9 @@ def test_checklist_reports_a_crashing_check_and_goes_on(world_root, capsys, monk
         raise ZeroDivisionError("planted")
 
     monkeypatch.setattr(checklist, "check_feature_cache", broken_check)
-    code = checklist.report(checklist.run_checks(parse_args("--use_descriptions", "--feature_cache_dir",
-                                                            str(tmp_path))), as_json=True)
+    args = parse_args("--use_descriptions", "--feature_cache_dir", str(tmp_path))
+    layout = DataLayout.from_config(config, args.dataset)
+    code = checklist.report(checklist.run_checks(args, layout, check_supported), as_json=True)
     report = json.loads(capsys.readouterr().out)
     crashed = [c for c in report["checks"] if c["name"] == "feature cache"]
     assert code == 1 and crashed[0]["detail"] == "the check itself crashed: ZeroDivisionError: planted"

@@ -59,3 +59,18 @@ def test_a_fresh_clone_builds_the_mini_world(tracked_files, tmp_path):
     for path in ["pretrained_weight/mt5-base/config.json", "data/CSL_Daily/labels.train",
                  "data/How2Sign/labels.test", "dataset/CSL_Daily/pose_format", "description/CSL_Daily"]:
         assert (clone / "world" / path).exists(), path
+
+
+def test_uni_sign_ext_never_imports_the_top_level_files():
+    """The package must also work inside a user's own Uni-Sign checkout (patches/), whose top-level files are
+    upstream's: it reads their settings only through arguments (e.g. layout.DataLayout.from_config)."""
+    import ast
+
+    top_level = {p.stem for p in REPO.glob("*.py")}
+    offenders = []
+    for path in sorted((REPO / "uni_sign_ext").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in top_level]
+    assert top_level >= {"config", "datasets", "models", "utils", "fine_tuning"} and not offenders, offenders

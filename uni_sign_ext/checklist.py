@@ -8,6 +8,8 @@ import random
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
+from uni_sign_ext.layout import pose_file_name
+
 PASS, WARN, FAIL = "pass", "warn", "fail"
 PACKAGES = ("torch", "transformers", "deepspeed", "sentencepiece", "sacrebleu", "rouge", "numpy")
 NAMES_SHOWN = 5
@@ -71,24 +73,16 @@ def check_mt5(path, role):
                              f"layers, vocabulary {len(tokenizer)}")
 
 
-def label_paths(args):
-    import config
-
-    return {"train": config.train_label_paths[args.dataset], "dev": config.dev_label_paths[args.dataset],
-            "test": config.test_label_paths[args.dataset]}
-
-
-def check_labels_and_poses(args):
+def check_labels_and_poses(args, layout):
     """Each split's labels parse, every labelled sample has its pose file, and a sample of them loads.
 
     → (checks, {split: SplitSample}); a split whose labels are unusable is reported as such, never as
     missing poses.
     """
-    from datasets import pose_file_name, pose_folder
     from uni_sign_ext.labels import LabelFileError, load_labels
 
     checks, splits = [], {}
-    for split, path in label_paths(args).items():
+    for split, path in layout.label_paths.items():
         try:
             label_set = load_labels(path, args.dataset, split)
         except LabelFileError as exc:
@@ -102,7 +96,7 @@ def check_labels_and_poses(args):
         if label_set.warnings:
             checks.append(Check(f"label targets {split}", WARN, f"{len(label_set.warnings)} suspicious entries: "
                                 f"{_examples(label_set.warnings)}", "check the target sentences"))
-        folder = pose_folder(args, path)
+        folder = layout.pose_folder(split)
         try:
             present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
         except OSError as exc:
@@ -133,7 +127,6 @@ def _examples(problems):
 def load_pose_sample_of(args, labels, folder):
     """Load up to POSE_FILES_LOADED pose files (chosen with a fixed seed) as training would:
     → {name: PoseSample or PoseFileError}."""
-    from datasets import pose_file_name
     from uni_sign_ext.pose import PoseFileError, load_pose_sample
 
     rng = random.Random(0)
@@ -163,23 +156,19 @@ def pose_loading_check(split, sample):
     return Check(name, PASS, f"{len(sample)} pose files loaded as training would, all usable")
 
 
-def check_videos(args, splits):
+def check_videos(args, layout, splits):
     """--rgb_support: every labelled sample's video exists; a sample of them (the pose files loaded above)
     decodes, with at least as many frames as its pose file needs, and that pose file's hand keypoints are
     normalised (x/W, y/H) so they fit the frames. Bad videos are counted and named."""
     import numpy as np
 
-    import config
-    from datasets import pose_file_name, pose_folder
     from uni_sign_ext.hand_crops import NORMALISED_RANGE
     from uni_sign_ext.pose import PoseFileError, read_pose_file
-    from uni_sign_ext.rgb_support import rgb_folder
     from uni_sign_ext.video import VideoFileError, count_frames
 
     checks = []
     for split, (labels, poses) in splits.items():
-        folder = rgb_folder(config.rgb_dirs, args, label_paths(args)[split])
-        poses_at = pose_folder(args, label_paths(args)[split])
+        folder, poses_at = layout.video_folder(split), layout.pose_folder(split)
         missing = {n: "no video file" for n, e in labels.items()
                    if not os.path.isfile(os.path.join(folder, e["video_path"]))}
         bad = {}
@@ -297,10 +286,10 @@ def check_feature_cache(args):
     return Check("feature cache", PASS, f"{path}: {len(cache)} texts")
 
 
-def check_flags(args):
+def check_flags(args, check_supported):
+    """check_supported: the training script's own refusal of flags it parses but does not run."""
     from uni_sign_ext.cli import check_description_args
     from uni_sign_ext.guards import check_numeric_flags
-    from utils import check_supported
 
     checks = []
     for check in (check_supported, check_description_args, check_numeric_flags):
@@ -395,19 +384,20 @@ def isolated(name, check, *args):
     return result if isinstance(result, list) else [result]
 
 
-def run_checks(args):
+def run_checks(args, layout, check_supported):
+    """layout: the dataset's DataLayout (from config.py); check_supported: the training script's flag refusal."""
     checks = []
     for name, check, check_args in [("packages", check_packages, ()), ("GPUs", check_gpus, (args,)),
-                                    ("flags", check_flags, (args,)), ("folders", check_output_folders, (args,)),
+                                    ("flags", check_flags, (args, check_supported)), ("folders", check_output_folders, (args,)),
                                     ("mT5 (translator)", check_mt5, (args.mt5_path, "translator"))]:
         checks += isolated(name, check, *check_args)
     try:
-        label_checks, splits = check_labels_and_poses(args)
+        label_checks, splits = check_labels_and_poses(args, layout)
     except Exception as exc:
         label_checks, splits = [crashed("labels", exc)], {}
     checks += label_checks
     if args.rgb_support:
-        checks += isolated("videos", check_videos, args, splits)
+        checks += isolated("videos", check_videos, args, layout, splits)
     if args.use_descriptions:
         if args.mt5_model and args.mt5_model != args.mt5_path:
             checks += isolated("mT5 (text encoder)", check_mt5, args.mt5_model, "text encoder")

@@ -6,12 +6,12 @@ import os
 
 import numpy as np
 
+from uni_sign_ext.layout import split_folder
 from uni_sign_ext.hand_crops import HandKeypointError, check_normalised, choose_hands, support_dict
 from uni_sign_ext.video import VideoFileError, decode_frames
 
 # Errors that make one sample unusable: skipped and counted like a bad pose file (docs/errors.md).
 RGB_ERRORS = (VideoFileError, HandKeypointError)
-PHASE_SUBFOLDER_DATASETS = ("WLASL", "How2Sign", "OpenASL")  # rgb_dirs[dataset]/<split>/<video_path>
 
 
 def rgb_folder(rgb_dirs, args, label_path):
@@ -19,10 +19,7 @@ def rgb_folder(rgb_dirs, args, label_path):
     label file (labels.<split>) as the pose folder does: How2Sign's dev is its test split."""
     if not getattr(args, "rgb_support", False):
         return None
-    folder = rgb_dirs[args.dataset]
-    if args.dataset in PHASE_SUBFOLDER_DATASETS:
-        folder = os.path.join(folder, os.path.splitext(str(label_path))[1].lstrip("."))
-    return folder
+    return split_folder(rgb_dirs[args.dataset], args.dataset, label_path)
 
 
 def load_support(sample, raw, pose_path, video_path, rng=np.random):
