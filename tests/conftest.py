@@ -29,18 +29,23 @@ def tiny_mt5(mini_world):
     return str(mini_world / "pretrained_weight" / "mt5-base")
 
 
-@pytest.fixture
-def world_root(mini_world, monkeypatch):
-    """Point config.py's paths at the mini-world, as UNISIGN_ROOT does for the scripts."""
+def config_rooted_at(root, monkeypatch):
+    """Point config.py's paths at `root` for one test, as UNISIGN_ROOT does for the scripts (a generator:
+    a fixture yields from it)."""
     import importlib
 
     import config
 
-    monkeypatch.setenv("UNISIGN_ROOT", str(mini_world))
+    monkeypatch.setenv("UNISIGN_ROOT", str(root))
     importlib.reload(config)
-    yield mini_world
+    yield root
     monkeypatch.delenv("UNISIGN_ROOT")
     importlib.reload(config)
+
+
+@pytest.fixture
+def world_root(mini_world, monkeypatch):
+    yield from config_rooted_at(mini_world, monkeypatch)
 
 
 def parse_args(*argv):

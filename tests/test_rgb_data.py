@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import config_rooted_at
 from uni_sign_ext.hand_crops import (HANDS, HandChoice, choose_hand_frames, choose_hands, collate_support,
                                      crop_boxes, crop_image, support_dict)
 
@@ -205,15 +206,9 @@ def test_collate_concatenates_and_lists_lengths():
 @pytest.fixture
 def rgb_root(rgb_world, monkeypatch, tmp_path):
     """A private copy of the video world's CSL_Daily (tests damage it), with config pointing at it."""
-    import config
-
     for sub in ("data/CSL_Daily", "dataset/CSL_Daily", "pretrained_weight"):
         shutil.copytree(rgb_world / sub, tmp_path / sub)
-    monkeypatch.setenv("UNISIGN_ROOT", str(tmp_path))
-    importlib.reload(config)
-    yield tmp_path
-    monkeypatch.delenv("UNISIGN_ROOT")
-    importlib.reload(config)
+    yield from config_rooted_at(tmp_path, monkeypatch)
 
 
 def dataset(phase, *flags):

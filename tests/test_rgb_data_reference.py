@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import config_rooted_at
 from upstream import require_upstream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,15 +53,7 @@ def reference(rgb_world, tmp_path_factory):
 
 @pytest.fixture
 def video_root(rgb_world, monkeypatch):
-    import importlib
-
-    import config
-
-    monkeypatch.setenv("UNISIGN_ROOT", str(rgb_world))
-    importlib.reload(config)
-    yield rgb_world
-    monkeypatch.delenv("UNISIGN_ROOT")
-    importlib.reload(config)
+    yield from config_rooted_at(rgb_world, monkeypatch)
 
 
 def our_items(max_length, seed):
