@@ -1,7 +1,7 @@
 """Data speed with --rgb_support: samples/s of S2T_Dataset.__getitem__ (pose + video + crops), one process,
 ours vs upstream's datasets.py on the same mini-world mp4 files and seeds.
 
-    python bench/rgb_data.py [--world DIR] [--passes 3] [--reference-python /work/venv_tv/bin/python]
+    python bench/rgb_data.py [--world DIR] [--passes 3] [--reference-python .venv_tv/bin/python]
                              [--upstream DIR] [--out bench/results/rgb_data.md]
 
 Upstream runs under a python with torchvision (tests/rgb_reference_runner.py), with a test-only `decord`
@@ -64,7 +64,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default="")
     parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--reference-python", default=os.environ.get("UNISIGN_TV_PYTHON", "/work/venv_tv/bin/python"))
+    parser.add_argument("--reference-python", default=os.environ.get("UNISIGN_TV_PYTHON", ".venv_tv/bin/python"))
     parser.add_argument("--upstream", default=os.environ.get("UNISIGN_UPSTREAM", ""))
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Run upstream Uni-Sign's own RGB data path (its datasets.py) on a world, under a python with torchvision.
 
-    /work/venv_tv/bin/python tests/rgb_reference_runner.py UPSTREAM WORLD OUT.pt --seeds 0 1 --max_length 256 64
+    .venv_tv/bin/python tests/rgb_reference_runner.py UPSTREAM WORLD OUT.pt --seeds 0 1 --max_length 256 64
 
 Test-only. Two stand-ins are installed in sys.modules before upstream's datasets.py is imported:
 - `decord`: decord cannot be installed here. The stand-in's VideoReader decodes the file with PyAV (every

@@ -1,7 +1,7 @@
 """Our --rgb_support data path beside upstream's own datasets.py, on the video world's mp4 files, same seeds.
 
 Upstream's RGB path needs torchvision (and decord), which cannot be imported beside this project's torch, so
-it runs in a second python that has them (UNISIGN_TV_PYTHON, default /work/venv_tv/bin/python) through
+it runs in a second python that has them (UNISIGN_TV_PYTHON, default .venv_tv/bin/python: scripts/reference_env.sh) through
 tests/rgb_reference_runner.py; these tests skip, saying why, when that python or upstream is missing.
 About the frames: decord cannot be installed here, so the runner gives upstream a test-only `decord` stand-in
 built on PyAV, the library our uni_sign_ext/video.py uses. The pixels compared below therefore cannot show that
@@ -29,9 +29,9 @@ TOLERANCE = 1e-6
 
 
 def reference_python():
-    python = os.environ.get("UNISIGN_TV_PYTHON", "/work/venv_tv/bin/python")
+    python = os.environ.get("UNISIGN_TV_PYTHON", str(REPO / ".venv_tv" / "bin" / "python"))
     if not Path(python).is_file():
-        pytest.skip(f"no python with torchvision at {python} (set UNISIGN_TV_PYTHON): upstream's RGB data path "
+        pytest.skip(f"no python with torchvision at {python} (bash scripts/reference_env.sh, or set UNISIGN_TV_PYTHON): upstream's RGB data path "
                     "imports torchvision, which cannot be imported beside this project's torch")
     probe = subprocess.run([python, "-c", "import torchvision, av, PIL"], capture_output=True, text=True)
     if probe.returncode:

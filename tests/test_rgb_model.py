@@ -2,7 +2,7 @@
 frames and which hand the crops reach, the backbone's recipe, weights, descriptions on top.
 
 The numbers against torchvision and upstream's own model are in tests/test_rgb_reference.py (run it with
-a Python that has torchvision, e.g. /work/venv_tv/bin/python -m pytest tests/test_rgb_reference.py).
+a Python that has torchvision, e.g. .venv_tv/bin/python -m pytest tests/test_rgb_reference.py).
 """
 import json
 from pathlib import Path

@@ -3,7 +3,7 @@ and upstream's own models.Uni_Sign (its RGB path), side by side.
 
 Needs torchvision and einops, which the repo's own environment lacks (PyPI's torchvision does not import
 beside its torch); run it with a Python that has them:
-    /work/venv_tv/bin/python -m pytest tests/test_rgb_reference.py
+    .venv_tv/bin/python -m pytest tests/test_rgb_reference.py (bash scripts/reference_env.sh builds it)
 Elsewhere the whole module is skipped with that reason. Measured differences are printed (-s shows them).
 """
 import types
@@ -13,7 +13,7 @@ import torch
 
 torchvision = pytest.importorskip(
     "torchvision", reason="torchvision is not importable here: run this file with a Python that has "
-    "torchvision + einops (e.g. /work/venv_tv/bin/python -m pytest tests/test_rgb_reference.py)")
+    "torchvision + einops (e.g. .venv_tv/bin/python -m pytest tests/test_rgb_reference.py (bash scripts/reference_env.sh builds it))")
 pytest.importorskip("einops", reason="einops is not importable here (upstream's RGB path uses it)")
 
 from conftest import parse_args  # noqa: E402
