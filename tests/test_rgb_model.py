@@ -25,7 +25,7 @@ RGB_PREFIXES = ("rgb_support_backbone.", "rgb_proj.", "fusion_pose_rgb_linear.",
 
 def rgb_args(tiny_mt5, *argv):
     args = parse_args("--mt5_path", tiny_mt5, "--dataset", "CSL_Daily", *argv)
-    args.rgb_support = True  # the CLI still refuses the flag (utils.check_supported) until the data side lands
+    args.rgb_support = True
     return args
 
 
@@ -261,13 +261,6 @@ def test_torchvision_format_weights_load_into_the_backbone(tmp_path):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(BackboneWeightsError, match="1 missing"):
         load_backbone_weights(backbone, str(tmp_path / "broken.pth"))
-
-
-def test_cli_still_refuses_rgb_support_until_the_data_side_lands():
-    import utils
-
-    with pytest.raises(SystemExit, match="--rgb_support"):
-        utils.check_supported(parse_args("--rgb_support"))
 
 
 # ---------------------------------------------------------------- descriptions on top
