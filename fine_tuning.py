@@ -20,7 +20,7 @@ import utils
 from datasets import make_dataset
 from models import Uni_Sign
 from uni_sign_ext import resume, run_log, tasks
-from uni_sign_ext.checkpoint import (checkpoint_record, load_fusion_checkpoint, load_model_checkpoint,
+from uni_sign_ext.checkpoint import (checkpoint_record, load_fusion_checkpoint, load_model_state,
                                      read_state_dict)
 from uni_sign_ext.atomic_io import atomic_torch_save, check_writable_dir
 from uni_sign_ext.bleurt_metric import Bleurt, wanted as bleurt_wanted
@@ -266,7 +266,8 @@ def main(args):
     check_description_args(args)
     check_run_args(args)
     check_numeric_flags(args)
-    backbone_weights = backbone_weights_source(args)  # before any work: never a random RGB backbone
+    finetune_state = read_state_dict(args.finetune) if args.finetune else None
+    backbone_weights = backbone_weights_source(args, finetune_state)  # before any work: never a random backbone
     if args.sched != "cosine":
         raise SystemExit(f"--sched {args.sched} is not supported in this fork; use --sched cosine.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -288,7 +289,8 @@ def main(args):
         load_backbone_weights(model.rgb_support_backbone, backbone_weights)
         log("RGB backbone weights from %s", backbone_weights)
     if args.finetune:
-        load_model_checkpoint(model, args.finetune)
+        load_model_state(model, finetune_state, args.finetune)
+        del finetune_state
         log("loaded %s", args.finetune)
     if args.fusion_checkpoint:
         load_fusion_checkpoint(model, args.fusion_checkpoint)

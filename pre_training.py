@@ -1,4 +1,4 @@
-"""Pre-train Uni-Sign on CSL-News under DeepSpeed: stage 1, pose-only translation (pose → mT5 text).
+"""Pre-train Uni-Sign on CSL-News under DeepSpeed: stage 1 (pose → mT5 text) and stage 2 (--rgb_support).
 
     deepspeed pre_training.py --batch-size 16 --gradient-accumulation-steps 8 --epochs 20 --opt AdamW \
         --lr 3e-4 --quick_break 2048 --output_dir out/stage1_pretraining --dataset CSL_News
@@ -8,7 +8,8 @@ The flags of upstream's script/train_stage1.sh, unchanged. CSL-News is one JSON 
 BLEU-4) and test. --quick_break N stops each epoch after N steps. The training loop, checkpoints
 ({'model', 'args', 'epoch'}), --resume and logs are fine_tuning.py's, so best_checkpoint.pth starts stage 3:
 `fine_tuning.py --finetune out/stage1_pretraining/best_checkpoint.pth [--use_descriptions]`.
-Stage 2 (--rgb_support, RGB-pose) is not supported yet in this fork.
+Stage 2 is train_stage2.sh's command: --rgb_support --finetune out/stage1_pretraining/best_checkpoint.pth
+(the backbone's ImageNet weights from --rgb_backbone_weights or torchvision's cache: docs/flags.md).
 """
 import argparse
 

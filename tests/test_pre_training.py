@@ -161,10 +161,9 @@ def test_a_bad_evaluation_sample_is_skipped_and_counted(mini_world, tmp_path):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--rgb_support"], r"--rgb_support \(stage 2"),
     (["--dataset", "CSL_Daily"], "pre-trains on CSL_News"),
     (["--task", "CSLR"], "--task CSLR is a fine-tuning task"),
-    (["--use_descriptions"], "pre-training is pose-only"),
+    (["--use_descriptions"], "pre-training has no descriptions"),
 ])
 def test_unsupported_pretraining_flags_fail_clearly(flags, message):
     from uni_sign_ext.cli import check_pretraining_args
@@ -174,19 +173,8 @@ def test_unsupported_pretraining_flags_fail_clearly(flags, message):
         check_pretraining_args(parse_args(*argv))
 
 
-def test_stage_two_is_refused_by_the_script_before_any_work(tmp_path):
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, str(REPO / "pre_training.py"), "--dataset", "CSL_News", "--rgb_support",
-                           "--output_dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode != 0 and "--rgb_support (stage 2, RGB-pose pre-training) is not supported yet" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
-
-
 def test_upstreams_stage_scripts_parse(up):
-    """train_stage1.sh's flags parse; train_stage2.sh's parse too, then --rgb_support is refused."""
+    """train_stage1.sh's and train_stage2.sh's flags parse and pass pre_training.py's checks."""
     from uni_sign_ext.cli import check_pretraining_args
 
     for script in ("train_stage1.sh", "train_stage2.sh"):
@@ -195,11 +183,8 @@ def test_upstreams_stage_scripts_parse(up):
             "$ckpt_path", "best.pth").split()
         args = parse_args(*argv)
         assert (args.dataset, args.quick_break, args.lr) == ("CSL_News", 2048, 3e-4)
-        if args.rgb_support:
-            with pytest.raises(SystemExit, match="not supported yet"):
-                check_pretraining_args(args)
-        else:
-            check_pretraining_args(args)
+        assert args.rgb_support == (script == "train_stage2.sh")
+        check_pretraining_args(args)
 
 
 # ---------------------------------------------------------------- a real run
@@ -302,3 +287,28 @@ def test_checklist_labels_name_the_pose_files_the_dataset_loads(mini_world, tmp_
     assert sorted(pose_file_name(e["video_path"]) for e in entries.values()) == sorted(i["pose"] for i in items[:9])
     dataset = our_dataset(tmp_path, "train")
     assert all(isinstance(dataset[i], tuple) for i in range(len(dataset)))  # every one loads: none replaced
+
+
+def test_stage_two_starts_from_stage_one_and_starts_stage_three(rgb_world, tmp_path):
+    """train_stage2.sh's chain on the video world: stage 1 (pose-only), stage 2 (--rgb_support --finetune stage
+    1: the RGB modules start fresh, the backbone from --rgb_backbone_weights), then fine_tuning.py --rgb_support
+    --use_descriptions from stage 2 with only the fusion fresh."""
+    from uni_sign_ext.fixture_video import BACKBONE_WEIGHTS
+
+    common = ["--batch-size", "2", "--gradient-accumulation-steps", "1", "--num_workers", "0", "--seed", "0",
+              "--dtype", "fp32", "--max_length", "16", "--epochs", "1", "--quick_break", "1"]
+    news = common + ["--dataset", "CSL_News"]
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    deepspeed_run(1, REPO / "pre_training.py", news + ["--output_dir", str(stage1)], rgb_world)
+    log = deepspeed_run(1, REPO / "pre_training.py", news + [
+        "--rgb_support", "--finetune", str(stage1 / "best_checkpoint.pth"), "--rgb_backbone_weights",
+        str(rgb_world / BACKBONE_WEIGHTS), "--output_dir", str(stage2)], rgb_world)
+    assert re.search(r"is a pose-only checkpoint: 33\d RGB-pose keys start fresh", log), log[-3000:]
+    assert "epoch 0 [1/1] loss" in log
+    saved = torch.load(stage2 / "best_checkpoint.pth", map_location="cpu", weights_only=True)
+    assert saved["args"]["rgb_support"] and any(k.startswith("fusion_gate.") for k in saved["model"])
+    log = deepspeed_run(1, REPO / "fine_tuning.py", common + [
+        "--dataset", "CSL_Daily", "--rgb_support", "--finetune", str(stage2 / "best_checkpoint.pth"),
+        "--use_descriptions", "--feature_cache_dir", "", "--output_dir", str(tmp_path / "stage3")], rgb_world)
+    assert re.search(r"has no description-fusion weights: \d+ text_fusion\.\* keys start fresh", log), log[-3000:]
+    assert "RGB-pose keys start fresh" not in log and "RGB backbone weights from" not in log

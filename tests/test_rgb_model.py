@@ -231,7 +231,9 @@ def test_weights_source_never_random(tmp_path, monkeypatch):
     with pytest.raises(BackboneWeightsError, match="--rgb_backbone_weights"):
         backbone_weights_source(args)
     args.finetune = "ckpt.pth"
-    assert backbone_weights_source(args) is None  # the checkpoint supplies them (strict load)
+    assert backbone_weights_source(args, {"rgb_support_backbone.0.0.0.weight": 0}) is None  # strict load
+    with pytest.raises(BackboneWeightsError, match="a pose-only one"):  # stage 2's start: ImageNet weights too
+        backbone_weights_source(args, {"stgcn.weight": 0})
     args.finetune = ""
     cache = tmp_path / "torch_home" / "hub" / "checkpoints" / "efficientnet_b0_rwightman-7f5810bc.pth"
     cache.parent.mkdir(parents=True)
@@ -298,11 +300,23 @@ def test_checkpoint_of_the_other_kind_names_the_flag(tiny_mt5, pair, tmp_path):
     torch.save({"model": pose.state_dict()}, tmp_path / "pose.pth")
     with pytest.raises(CheckpointError, match="RGB-pose checkpoint.*load it with --rgb_support"):
         load_model_checkpoint(Uni_Sign(parse_args("--mt5_path", tiny_mt5)), str(tmp_path / "rgb.pth"))
-    with pytest.raises(CheckpointError, match="pose-only checkpoint: --rgb_support needs"):
-        load_model_checkpoint(Uni_Sign(rgb_args(tiny_mt5)), str(tmp_path / "pose.pth"))
     fresh = Uni_Sign(rgb_args(tiny_mt5))
     assert load_model_checkpoint(fresh, str(tmp_path / "rgb.pth")) == []
     assert all(torch.equal(v, rgb.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
+def test_a_pose_only_checkpoint_starts_the_rgb_modules_fresh_as_stage_two(tiny_mt5, pair, tmp_path):
+    """Stage 2 starts from stage 1: every pose key loads, the RGB keys (and only they) stay as built, and the
+    zero gate keeps the model the pose-only one at step 0."""
+    _, pose = pair
+    torch.save({"model": pose.state_dict()}, tmp_path / "pose.pth")
+    rgb = Uni_Sign(rgb_args(tiny_mt5))
+    built = {k: v.clone() for k, v in rgb.state_dict().items()}
+    fresh = load_model_checkpoint(rgb, str(tmp_path / "pose.pth"))
+    state = rgb.state_dict()  # (BatchNorm fills a missing num_batches_tracked itself: not reported)
+    assert set(fresh) == {k for k in state if k.startswith(RGB_PREFIXES) and not k.endswith("num_batches_tracked")}
+    assert all(torch.equal(state[k], built[k]) for k in fresh)
+    assert all(torch.equal(state[k], v) for k, v in pose.state_dict().items())
 
 
 def test_pose_only_forward_unaffected_by_support_keys(pair):

@@ -67,9 +67,6 @@ def check_architecture(model, state, path):
     if rgb_theirs and not rgb_ours:
         raise CheckpointError(f"{path} is an RGB-pose checkpoint (rgb_support_backbone.*, fusion_gate.* ...): "
                               "load it with --rgb_support")
-    if rgb_ours and not rgb_theirs:
-        raise CheckpointError(f"{path} is a pose-only checkpoint: --rgb_support needs an RGB-pose (stage-2) "
-                              "checkpoint, whose gate and backbone it loads; drop --rgb_support for this one")
     ours = {k for k in expected if k.startswith(FUSION_PREFIX)}
     theirs = {k for k in state if k.startswith(FUSION_PREFIX)}
     if theirs and not ours:
@@ -97,20 +94,27 @@ def check_architecture(model, state, path):
 
 
 def load_model_checkpoint(model, path):
-    """`--finetune`: strict load, except fusion keys may be missing when fusion is enabled and the
-    checkpoint has none at all (an upstream stage-1/2 checkpoint)."""
+    """`--finetune`: strict load, except that modules the checkpoint has no key of at all start fresh: the
+    description fusion (an upstream stage-1/2 checkpoint under --use_descriptions) and the RGB-pose modules
+    (a stage-1, pose-only checkpoint under --rgb_support: stage 2's start). → the keys left fresh."""
     return load_model_state(model, read_state_dict(path), path)
 
 
+def has_rgb_weights(state):
+    """Does this state dict hold the RGB-pose modules (an RGB-pose, stage-2 or later, checkpoint)?"""
+    return any(k.startswith(RGB_PREFIXES) for k in state)
+
+
 def load_model_state(model, state, path):
-    """load_model_checkpoint() on a state dict already read from `path` → the fusion keys left fresh."""
+    """load_model_checkpoint() on a state dict already read from `path`."""
     check_architecture(model, state, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    fusion_missing = [k for k in missing if k.startswith(FUSION_PREFIX)]
-    other_missing = [k for k in missing if not k.startswith(FUSION_PREFIX)]
+    fresh = [FUSION_PREFIX] + ([] if has_rgb_weights(state) else list(RGB_PREFIXES))
+    started_fresh = [k for k in missing if k.startswith(tuple(fresh))]
+    other_missing = [k for k in missing if k not in started_fresh]
     if other_missing or unexpected:
         problems = []
         if other_missing:
@@ -118,10 +122,16 @@ def load_model_state(model, state, path):
         if unexpected:
             problems.append(f"unexpected keys ({len(unexpected)}): {_list(unexpected)}")
         raise CheckpointError(f"{path} does not match the model: " + "; ".join(problems))
+    fusion_missing = [k for k in started_fresh if k.startswith(FUSION_PREFIX)]
     if fusion_missing:
         logger.warning("%s has no description-fusion weights: %d %s* keys start fresh (identity "
                        "at step 0)", path, len(fusion_missing), FUSION_PREFIX)
-    return fusion_missing
+    rgb_missing = len(started_fresh) - len(fusion_missing)
+    if rgb_missing:
+        logger.warning("%s is a pose-only checkpoint: %d RGB-pose keys start fresh (the backbone from its "
+                       "ImageNet weights, the zero gate: identity at step 0), as stage 2 starts from stage 1",
+                       path, rgb_missing)
+    return started_fresh
 
 
 def load_fusion_checkpoint(model, path):

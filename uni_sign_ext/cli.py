@@ -71,11 +71,7 @@ PRETRAINING_DATASETS = ("CSL_News",)
 
 
 def check_pretraining_args(args):
-    """pre_training.py: stage 1 (pose-only SLT on CSL-News) only; say what to run instead otherwise."""
-    if args.rgb_support:
-        raise SystemExit("--rgb_support (stage 2, RGB-pose pre-training) is not supported yet in this fork "
-                         "(pose-only): drop the flag to run stage 1, or fine-tune from upstream's released "
-                         "stage-2 checkpoint with fine_tuning.py --finetune.")
+    """pre_training.py: SLT on CSL-News (stage 1, or stage 2 with --rgb_support); say what to run instead otherwise."""
     if args.dataset not in PRETRAINING_DATASETS:
         raise SystemExit(f"pre_training.py pre-trains on CSL_News (--dataset CSL_News), not {args.dataset}: "
                          f"use fine_tuning.py --dataset {args.dataset} --finetune <stage-1/2 checkpoint>.")
@@ -83,5 +79,5 @@ def check_pretraining_args(args):
         raise SystemExit(f"pre-training learns translation (--task SLT); --task {args.task} is a fine-tuning "
                          "task: run it with fine_tuning.py --finetune <pre-trained checkpoint>.")
     if args.use_descriptions:
-        raise SystemExit("pre-training is pose-only (stage 1): drop --use_descriptions here and add it when "
+        raise SystemExit("pre-training has no descriptions (stages 1-2): drop --use_descriptions here and add it when "
                          "fine-tuning (fine_tuning.py --finetune <best_checkpoint.pth> --use_descriptions).")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORLD_VERSION = 7  # bump when the output changes, so old worlds are rebuilt
+WORLD_VERSION = 8  # bump when the output changes, so old worlds are rebuilt
 SENTENCES_PER_DATASET = 8
 MAX_CSL_CHARS = 12
 CSL_GREETING = "你们好！"  # always signed, so tokenizer("你们好") meets no unknown piece
@@ -379,7 +379,8 @@ def build_tiny_mt5(folder, texts, seed, narrow=False):
 def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain", videos=False):
     """Build the mini-world under out_dir and return its path (at once if built with these parameters).
 
-    `videos`: also CSL_Daily's mp4 files for --rgb_support, with its pose files normalised (fixture_video.py)."""
+    `videos`: also CSL_Daily's and CSL-News's mp4 files for --rgb_support, with their pose files normalised
+    (fixture_video.py)."""
     if kind not in KINDS:
         raise SystemExit(f"--kind {kind!r} is not a mini-world kind; use one of {', '.join(KINDS)}.")
     root = Path(out_dir)
@@ -407,9 +408,9 @@ def build_mini_world(out_dir, samples_per_split=24, seed=0, kind="plain", videos
 
     build_csl_news(root, csl_sentences, samples_per_split, seed)  # CSL_Daily's sentences: not in the corpus twice
     if videos:
-        from uni_sign_ext.fixture_video import build_csl_daily_videos
+        from uni_sign_ext.fixture_video import build_videos
 
-        build_csl_daily_videos(root)
+        build_videos(root)
     print(f"[mini-world] labels, poses, descriptions{', videos' if videos else ''} written ({time.time() - started:.1f}s); "
           "training the tokenizer, saving the tiny mT5", flush=True)
     descriptions = csl_descriptions | h2s_descriptions
@@ -428,7 +429,7 @@ def main(argv=None):
     parser.add_argument("--samples-per-split", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kind", choices=KINDS, default="plain")
-    parser.add_argument("--videos", action="store_true", help="also CSL_Daily's videos, for --rgb_support")
+    parser.add_argument("--videos", action="store_true", help="also CSL_Daily's and CSL-News's videos, for --rgb_support")
     args = parser.parse_args(argv)
     build_mini_world(args.out, args.samples_per_split, args.seed, args.kind, args.videos)
 

@@ -1,4 +1,4 @@
-"""The mini-world's videos, for `--rgb_support`: one short H.264 mp4 per CSL_Daily sample (`--videos`).
+"""The mini-world's videos, for `--rgb_support`: one short H.264 mp4 per CSL_Daily and CSL-News sample (`--videos`).
 
 Upstream's pose files hold *normalised* keypoints (x/W, y/H; float64, as its demo/pose_extraction.py writes
 them), and the RGB path multiplies them by the decoded frame's size. The world's pose writer works in pixels
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from uni_sign_ext.fixture import read_labels
+from uni_sign_ext.fixture_news import LABEL_FILE as NEWS_LABEL_FILE
 
 SOURCE_FRAME = np.array([1280, 720], np.float64)  # the pixel frame the world's pose writer draws in
 WIDTH, HEIGHT = 160, 120
@@ -52,33 +53,46 @@ def write_video(path, keypoints):
             container.mux(packet)
 
 
-def build_csl_daily_videos(root):
-    """Normalise the CSL_Daily pose files and write their videos at rgb_dirs' place; returns the count."""
+def build_videos(root):
+    """Normalise the CSL_Daily and CSL-News pose files and write their videos at rgb_dirs' place; returns the
+    count. CSL_Daily's cases vary with the sample's number in its split, CSL-News's with its place in the list."""
+    import json
+
     root = Path(root)
-    pose_dir = root / "dataset" / "CSL_Daily" / "pose_format"
-    video_dir = root / "dataset" / "CSL_Daily" / "sentence-crop"
-    names = [(i, entry["video_path"]) for split in ("train", "dev", "test")
-             for i, entry in enumerate(read_labels(root / "data" / "CSL_Daily" / f"labels.{split}").values())]
-    for i, video_path in names:
-        pose_path = pose_dir / (video_path[: -len(".mp4")] + ".pkl")
-        with open(pose_path, "rb") as f:
-            pose = pickle.load(f)
-        keypoints = np.stack(pose["keypoints"]).astype(np.float64) / SOURCE_FRAME
-        scores = np.stack(pose["scores"])
-        if i % 6 == 2:  # the signer at the frame's left edge: the right hand's boxes start at negative x
-            keypoints[..., 0] -= LEFT_EDGE_SHIFT
-        if i % 6 == 3:  # every other frame's hand scores near the 0.3 threshold (mean > 0.3 or not)
-            scores[::2, :, 91:133] = np.random.default_rng(i).uniform(0.27, 0.33, scores[::2, :, 91:133].shape)
-        if i % 6 == 5:
-            scores[:, :, 112:133] = ABSENT_SCORE
-        if i % 12 == 11:
-            scores[:, :, 91:133] = ABSENT_SCORE
-        pose["keypoints"], pose["scores"] = list(keypoints), list(scores)
-        with open(pose_path, "wb") as f:
-            pickle.dump(pose, f)
-        write_video(video_dir / video_path, keypoints)
+    clips = []
+    for split in ("train", "dev", "test"):
+        labels = read_labels(root / "data" / "CSL_Daily" / f"labels.{split}").values()
+        clips += [(i, root / "dataset" / "CSL_Daily" / "pose_format" / (e["video_path"][: -len(".mp4")] + ".pkl"),
+                   root / "dataset" / "CSL_Daily" / "sentence-crop" / e["video_path"]) for i, e in enumerate(labels)]
+    news = root / "data" / "CSL_News" / NEWS_LABEL_FILE
+    if news.is_file():  # pre_training.py --rgb_support (stage 2)
+        clips += [(i, root / "dataset" / "CSL_News" / "pose_format" / item["pose"],
+                   root / "dataset" / "CSL_News" / "rgb_format" / item["video"])
+                  for i, item in enumerate(json.loads(news.read_text(encoding="utf-8")))]
+    for i, pose_path, video_path in clips:
+        film(i, pose_path, video_path)
     write_random_backbone_weights(root / BACKBONE_WEIGHTS)
-    return len(names)
+    return len(clips)
+
+
+def film(i, pose_path, video_path):
+    """Rewrite one pose file normalised (with case i's twist) and write its video."""
+    with open(pose_path, "rb") as f:
+        pose = pickle.load(f)
+    keypoints = np.stack(pose["keypoints"]).astype(np.float64) / SOURCE_FRAME
+    scores = np.stack(pose["scores"])
+    if i % 6 == 2:  # the signer at the frame's left edge: the right hand's boxes start at negative x
+        keypoints[..., 0] -= LEFT_EDGE_SHIFT
+    if i % 6 == 3:  # every other frame's hand scores near the 0.3 threshold (mean > 0.3 or not)
+        scores[::2, :, 91:133] = np.random.default_rng(i).uniform(0.27, 0.33, scores[::2, :, 91:133].shape)
+    if i % 6 == 5:
+        scores[:, :, 112:133] = ABSENT_SCORE
+    if i % 12 == 11:
+        scores[:, :, 91:133] = ABSENT_SCORE
+    pose["keypoints"], pose["scores"] = list(keypoints), list(scores)
+    with open(pose_path, "wb") as f:
+        pickle.dump(pose, f)
+    write_video(video_path, keypoints)
 
 
 def write_random_backbone_weights(path):

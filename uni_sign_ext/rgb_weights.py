@@ -2,8 +2,8 @@
 
 Upstream builds `efficientnet_b0(pretrained=True)` (ImageNet weights, downloaded at every build) and a
 `--finetune` checkpoint then overwrites them. Nothing is downloaded here, so, in this order:
-`--rgb_backbone_weights PATH` if given; else, with `--finetune`, the checkpoint (it must hold every
-`rgb_support_backbone.*` key: the load is strict); else torchvision's own cache file of the ImageNet
+`--rgb_backbone_weights PATH` if given; else, with `--finetune` of an RGB-pose checkpoint, the checkpoint (it
+must hold every `rgb_support_backbone.*` key: the load is strict); else torchvision's own cache file of the ImageNet
 weights, if present; else the run stops and names the flag.
 """
 import os
@@ -29,9 +29,12 @@ def cached_imagenet_weights():
     return None
 
 
-def backbone_weights_source(args):
+def backbone_weights_source(args, finetune_state=None):
     """The file the backbone is initialised from, or None when nothing needs loading (no --rgb_support,
-    or --finetune supplies the weights). Raises BackboneWeightsError when there is none."""
+    or an RGB-pose --finetune checkpoint, `finetune_state`, supplies the weights; a pose-only one, stage 2's
+    start, does not). Raises BackboneWeightsError when there is none."""
+    from uni_sign_ext.checkpoint import has_rgb_weights
+
     if not getattr(args, "rgb_support", False):
         return None
     path = getattr(args, "rgb_backbone_weights", "")
@@ -39,7 +42,7 @@ def backbone_weights_source(args):
         if not os.path.isfile(path):
             raise BackboneWeightsError(f"--rgb_backbone_weights {path}: file not found")
         return path
-    if getattr(args, "finetune", ""):
+    if getattr(args, "finetune", "") and finetune_state is not None and has_rgb_weights(finetune_state):
         return None
     cached = cached_imagenet_weights()
     if cached:
@@ -47,7 +50,8 @@ def backbone_weights_source(args):
     raise BackboneWeightsError(
         "--rgb_support needs the EfficientNet-B0 ImageNet weights and nothing is downloaded here: pass "
         f"--rgb_backbone_weights PATH (torchvision's {IMAGENET_FILES[0]}), place that file in "
-        f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}, or start from an RGB-pose checkpoint with --finetune.")
+        f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}, or start from an RGB-pose checkpoint with --finetune "
+        "(a pose-only one, as stage 2 starts from stage 1, needs the ImageNet weights too).")
 
 
 def backbone_state(state):
