@@ -402,23 +402,26 @@ def test_video_folders(name, split, expected):
     assert rgb_folder(config.rgb_dirs, parse_args("--dataset", name), label_path) is None
 
 
-def test_csl_news_reads_its_entrys_video(rgb_world, monkeypatch):
-    """S2T_Dataset_news opens rgb_dirs['CSL_News']/<video>; the world has no news videos: a counted skip."""
+def test_csl_news_reads_its_entrys_video(rgb_world, monkeypatch, tmp_path):
+    """S2T_Dataset_news opens rgb_dirs['CSL_News']/<video> (the world films CSL-News for stage 2); without that
+    file the sample is a counted skip naming the path."""
     import config
     import datasets
     from conftest import parse_args
 
-    monkeypatch.setenv("UNISIGN_ROOT", str(rgb_world))
-    importlib.reload(config)
+    args = parse_args("--dataset", "CSL_News", "--rgb_support")
+    gen = config_rooted_at(rgb_world, monkeypatch)
+    next(gen)
     try:
-        args = parse_args("--dataset", "CSL_News", "--rgb_support")
         ds = datasets.S2T_Dataset_news(config.dev_label_paths["CSL_News"], args, "dev")
+        name, support = ds[0][0], ds[0][-1]  # (name, pose, text, gloss, support dict)
+        assert name == ds.items[0]["video"] and {"left_hands", "right_hands"} <= set(support)
+        ds.rgb_dir = str(tmp_path)  # a folder without the video
         item = ds[0]
     finally:
-        monkeypatch.delenv("UNISIGN_ROOT")
-        importlib.reload(config)
+        next(gen, None)
     assert isinstance(item, datasets.SkippedSample) and "video file not found" in item.reason
-    assert item.path == str(rgb_world / "dataset" / "CSL_News" / "rgb_format" / ds.items[0]["video"])
+    assert item.path == str(tmp_path / ds.items[0]["video"])
 
 
 def test_video_world(rgb_world):
