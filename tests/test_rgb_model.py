@@ -151,11 +151,17 @@ def _hand_inputs(model):
     return seen, handle
 
 
-def test_left_crops_reach_the_left_hand_only_and_right_the_right(tiny_mt5):
-    torch.manual_seed(3)
+def open_rgb_model(tiny_mt5, seed):
+    """An RGB model in eval mode whose RGB branch acts: BatchNorm statistics set, gate open."""
+    torch.manual_seed(seed)
     model = Uni_Sign(rgb_args(tiny_mt5)).eval()
     calibrate_batchnorm(model.rgb_support_backbone)
     open_gate(model)
+    return model
+
+
+def test_left_crops_reach_the_left_hand_only_and_right_the_right(tiny_mt5):
+    model = open_rgb_model(tiny_mt5, seed=3)
     src, tgt = rgb_batch(seed=3)
     seen, handle = _hand_inputs(model)
     with torch.no_grad():
@@ -170,10 +176,7 @@ def test_left_crops_reach_the_left_hand_only_and_right_the_right(tiny_mt5):
 
 
 def test_only_the_sampled_frames_of_present_hands_change(tiny_mt5):
-    torch.manual_seed(4)
-    model = Uni_Sign(rgb_args(tiny_mt5)).eval()
-    calibrate_batchnorm(model.rgb_support_backbone)
-    open_gate(model)
+    model = open_rgb_model(tiny_mt5, seed=4)
     batch, frames = 3, 10
     sup = support(batch, frames, seed=4, absent=(("left", 1),))
     gcn = torch.randn(batch, 256, frames, 21)
@@ -196,10 +199,7 @@ def test_only_the_sampled_frames_of_present_hands_change(tiny_mt5):
 
 def test_float64_skeletons_and_float_indices_are_accepted(tiny_mt5):
     """The data side gives float64 skeletons (spec §6), and a bf16 run casts the indices to floats."""
-    torch.manual_seed(5)
-    model = Uni_Sign(rgb_args(tiny_mt5)).eval()
-    calibrate_batchnorm(model.rgb_support_backbone)
-    open_gate(model)
+    model = open_rgb_model(tiny_mt5, seed=5)
     src, tgt = rgb_batch(seed=5)
     with torch.no_grad():
         ref = model(src, tgt)["inputs_embeds"]

@@ -12,6 +12,7 @@ other frame, k % 6 == 5 loses its right hand (scores below 0.3 in every frame) a
 (its video is then never opened). ImageNet weights cannot be downloaded here, so the world also holds a
 *random-init* EfficientNet-B0 weights file (BACKBONE_WEIGHTS) for `--rgb_backbone_weights`: named, never implied.
 """
+import json
 import pickle
 from pathlib import Path
 
@@ -56,8 +57,6 @@ def write_video(path, keypoints):
 def build_videos(root):
     """Normalise the CSL_Daily and CSL-News pose files and write their videos at rgb_dirs' place; returns the
     count. CSL_Daily's cases vary with the sample's number in its split, CSL-News's with its place in the list."""
-    import json
-
     root = Path(root)
     clips = []
     for split in ("train", "dev", "test"):
