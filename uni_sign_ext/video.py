@@ -2,7 +2,15 @@
 
 Upstream reads them with decord (`VideoReader(path).get_batch(frames)`); PyAV's `rgb24` frames, decoded in
 order, have the same pixels for H.264 (with and without B-frames) and MPEG-4 Part 2 without B-frames
-(the RGB spec UNI_SIGN_RGB.md, §3). Frame i is the i-th frame the decoder outputs (presentation order).
+(the RGB spec UNI_SIGN_RGB.md, §3). Frame i is the i-th frame in presentation order.
+
+Speed (a sample needs ~10-30 of a clip's frames, spread over it): the packets are read first (no decoding),
+frame i is the packet with the i-th smallest timestamp, and the decoder is told to drop (not decode) the
+non-reference frames that no crop needs (`skip_frame = NONREF`, set per packet): no other frame is predicted
+from those, so every frame that is decoded has the same pixels as in a full decode. Only the needed frames
+are converted to rgb24, and decoding stops at the last needed packet. Where this indexing could disagree with
+counting decoded frames (a packet without a timestamp, two with the same one, a packet flagged discard or
+corrupt, a needed frame the decoder does not give), the file is decoded again in order, every frame, and the i-th output frame is frame i.
 """
 import os
 
@@ -24,9 +32,6 @@ def decode_frames(path, frames):
     Raises VideoFileError for a missing, unreadable or truncated file, for one with fewer frames than
     needed, and for frames whose size changes inside the video.
     """
-    import av  # imported here: pose-only runs never need PyAV
-    from av.video.reformatter import VideoReformatter
-
     frames = [int(f) for f in frames]
     if not frames:
         raise ValueError("no frame to decode")
@@ -35,39 +40,99 @@ def decode_frames(path, frames):
     if not os.path.isfile(path):
         raise VideoFileError(path, "video file not found (put the clip there, or check config.rgb_dirs / "
                                    "UNISIGN_ROOT)")
-    last = frames[-1]
-    wanted = iter(frames)
-    target = next(wanted)
-    out = []
-    seen = 0
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoFileError(path, "no video stream in the file (re-encode the clip, e.g. as H.264 mp4)")
-            stream = container.streams.video[0]
-            # one converter for the whole video: frame.to_ndarray(format="rgb24") builds a new one per frame
-            # (same pixels, ~4x slower on small frames)
-            rgb = VideoReformatter()
-            for index, frame in enumerate(container.decode(stream)):
-                seen = index + 1
-                if index == target:
-                    out.append(rgb.reformat(frame, format="rgb24").to_ndarray())
-                    if index == last:
-                        break
-                    target = next(wanted)
+        out = _decode_selected(path, frames)
+        if out is None:
+            out = _decode_in_order(path, frames)
     except VideoFileError:
         raise
     except Exception as exc:  # PyAV raises many types (InvalidDataError, OSError…) for broken files
         raise VideoFileError(path, f"unreadable video ({type(exc).__name__}: {exc}); re-encode or "
                                    "re-download the clip") from None
-    if len(out) < len(frames):
-        raise VideoFileError(path, f"the video has {seen} decodable frames, but the pose file's sampled "
-                                   f"frames need frame {last}: video and pose file do not match (truncated "
-                                   "video, or poses of another clip); re-extract one of them")
     shape = out[0].shape
     if any(f.shape != shape for f in out):
         raise VideoFileError(path, "the frame size changes inside the video; re-encode it at one size")
     return np.stack(out)
+
+
+def _open_video(container, path):
+    if not container.streams.video:
+        raise VideoFileError(path, "no video stream in the file (re-encode the clip, e.g. as H.264 mp4)")
+    return container.streams.video[0]
+
+
+def _rgb24(converter, frame):
+    """uint8 (H, W, 3): frame.to_ndarray(format="rgb24")'s pixels, through a reused converter, in this thread
+    (PyAV's default threads=0 starts a thread pool per converter: no faster on these frames, and a DataLoader
+    worker should not take more than its one core)."""
+    return converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
+def _too_short(path, count, last):
+    return VideoFileError(path, f"the video has {count} decodable frames, but the pose file's sampled frames "
+                                f"need frame {last}: video and pose file do not match (truncated video, or poses "
+                                "of another clip); re-extract one of them")
+
+
+def _decode_selected(path, frames):
+    """The fast path (module docstring): rgb24 arrays of `frames`, or None where the packets' timestamps cannot
+    index the frames (then _decode_in_order decides)."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    with av.open(str(path)) as container:
+        stream = _open_video(container, path)
+        packets = [p for p in container.demux(stream) if p.size]  # decode order; the empty one ends the stream
+        stamps = [p.pts for p in packets]
+        if (not packets or None in stamps or len(set(stamps)) != len(stamps)
+                or any(p.is_discard or p.is_corrupt for p in packets)):  # e.g. frames an edit list cuts
+            return None
+        if frames[-1] >= len(packets):
+            raise _too_short(path, len(packets), frames[-1])
+        order = sorted(stamps)
+        row = {order[f]: i for i, f in enumerate(frames)}  # timestamp → row of the result
+        last = max(i for i, p in enumerate(packets) if p.pts in row)
+        codec = stream.codec_context
+        rgb = VideoReformatter()  # one converter for the whole video (to_ndarray(format=) builds one per frame)
+        out = [None] * len(frames)
+
+        def keep(decoded):
+            for frame in decoded:
+                i = row.get(frame.pts)
+                if i is not None and out[i] is None:
+                    out[i] = _rgb24(rgb, frame)
+
+        for packet in packets[:last + 1]:
+            codec.skip_frame = "DEFAULT" if packet.pts in row else "NONREF"
+            keep(codec.decode(packet))
+        codec.skip_frame = "DEFAULT"
+        keep(codec.decode(None))  # the frames the decoder still holds (B-frame reordering)
+    return None if any(o is None for o in out) else out
+
+
+def _decode_in_order(path, frames):
+    """Every frame in order up to the last needed; frame i = the i-th frame the decoder outputs."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    last = frames[-1]
+    wanted = iter(frames)
+    target = next(wanted)
+    out = []
+    seen = 0
+    with av.open(str(path)) as container:
+        stream = _open_video(container, path)
+        rgb = VideoReformatter()
+        for index, frame in enumerate(container.decode(stream)):
+            seen = index + 1
+            if index == target:
+                out.append(_rgb24(rgb, frame))
+                if index == last:
+                    break
+                target = next(wanted)
+    if len(out) < len(frames):
+        raise _too_short(path, seen, last)
+    return out
 
 
 def count_frames(path):
