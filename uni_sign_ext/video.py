@@ -5,12 +5,16 @@ order, have the same pixels for H.264 (with and without B-frames) and MPEG-4 Par
 (the RGB spec UNI_SIGN_RGB.md, §3). Frame i is the i-th frame in presentation order.
 
 Speed (a sample needs ~10-30 of a clip's frames, spread over it): the packets are read first (no decoding),
-frame i is the packet with the i-th smallest timestamp, and the decoder is told to drop (not decode) the
-non-reference frames that no crop needs (`skip_frame = NONREF`, set per packet): no other frame is predicted
-from those, so every frame that is decoded has the same pixels as in a full decode. Only the needed frames
-are converted to rgb24, and decoding stops at the last needed packet. Where this indexing could disagree with
-counting decoded frames (a packet without a timestamp, two with the same one, a packet flagged discard or
-corrupt, a needed frame the decoder does not give), the file is decoded again in order, every frame, and the i-th output frame is frame i.
+frame i is the packet with the i-th smallest timestamp, and only what the needed frames depend on is decoded:
+- a non-reference frame that no crop needs is dropped by the decoder (`skip_frame = NONREF`, set per packet):
+  no other frame is predicted from it;
+- in H.264, an IDR frame starts afresh (no later frame refers to one before it), so the packets before an IDR
+  are not sent at all when no needed frame comes between them and it (in decode order), and decoding stops at
+  the last needed packet.
+Every frame that is decoded therefore has the same pixels as in a full decode, and only the needed frames are
+converted to rgb24. Where this indexing could disagree with counting decoded frames (a packet without a
+timestamp, two with the same one, a packet flagged discard or corrupt, a needed frame the decoder does not
+give), the file is decoded again in order, every frame, and the i-th output frame is frame i.
 """
 import os
 
@@ -102,12 +106,52 @@ def _decode_selected(path, frames):
                 if i is not None and out[i] is None:
                     out[i] = _rgb24(rgb, frame)
 
-        for packet in packets[:last + 1]:
+        for packet in _packets_to_send(packets[:last + 1], row, codec):
             codec.skip_frame = "DEFAULT" if packet.pts in row else "NONREF"
             keep(codec.decode(packet))
         codec.skip_frame = "DEFAULT"
         keep(codec.decode(None))  # the frames the decoder still holds (B-frame reordering)
     return None if any(o is None for o in out) else out
+
+
+def _packets_to_send(packets, needed, codec):
+    """The packets (decode order, ending with the last needed one) minus those before an H.264 IDR frame with no
+    needed frame (timestamps in `needed`) between them and it."""
+    is_idr = _idr_test(codec)
+    if is_idr is None:
+        return packets
+    send = [False] * len(packets)
+    needed_later = False
+    for i in range(len(packets) - 1, -1, -1):
+        packet = packets[i]
+        needed_later = needed_later or packet.pts in needed
+        send[i] = needed_later
+        if packet.is_keyframe and is_idr(bytes(packet)):
+            needed_later = False  # nothing from here on refers to a frame before this one
+    return [p for p, s in zip(packets, send) if s]
+
+
+def _idr_test(codec):
+    """For H.264 in length-prefixed form (mp4, mkv: extradata is an avcC record), a test "does this packet hold
+    an IDR slice (NAL unit type 5)"; None for anything else (then no packet is left out)."""
+    extradata = codec.extradata or b""
+    if codec.name != "h264" or len(extradata) < 7 or extradata[0] != 1:
+        return None
+    length_size = (extradata[4] & 3) + 1
+
+    def is_idr(data):
+        position = 0
+        while position + length_size < len(data):
+            size = int.from_bytes(data[position:position + length_size], "big")
+            kind = data[position + length_size] & 0x1F
+            if kind == 5:
+                return True
+            if kind == 1:  # a non-IDR slice
+                return False
+            position += length_size + size
+        return False
+
+    return is_idr
 
 
 def _decode_in_order(path, frames):
