@@ -11,7 +11,7 @@ Test-only. Two stand-ins are installed in sys.modules before upstream's datasets
   utils.load_dataset_file (a gzip pickle load), which the stand-in provides.
 Everything else (frame sampling, hand choice, boxes, crops, PIL, torchvision transforms, collate) is upstream's.
 Writes {f"{max_length}/{seed}": {"names": [...], "dicts": [...], "batches": [rgb part of collate]}} with
-torch.save, and with --time the samples/s of a pass over the split.
+torch.save, and with --time the wall and CPU (process, all threads) seconds of each pass over the split.
 """
 import argparse
 import gzip
@@ -111,11 +111,11 @@ def main():
             random.seed(seed)
             np.random.seed(seed)
             torch.manual_seed(seed)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             items = [dataset[i] for i in range(len(dataset))]
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             if args.time:
-                results[f"{max_length}/{seed}"] = {"samples": len(items), "seconds": elapsed}
+                results[f"{max_length}/{seed}"] = {"samples": len(items), "seconds": elapsed, "cpu_seconds": cpu}
                 continue
             batches = []
             for b in range(0, len(items), args.batch):
