@@ -53,10 +53,7 @@ def decode_frames(path, frames):
     except Exception as exc:  # PyAV raises many types (InvalidDataError, OSError…) for broken files
         raise VideoFileError(path, f"unreadable video ({type(exc).__name__}: {exc}); re-encode or "
                                    "re-download the clip") from None
-    shape = out[0].shape
-    if any(f.shape != shape for f in out):
-        raise VideoFileError(path, "the frame size changes inside the video; re-encode it at one size")
-    return np.stack(out)
+    return out.array
 
 
 def _open_video(container, path):
@@ -65,11 +62,32 @@ def _open_video(container, path):
     return container.streams.video[0]
 
 
-def _rgb24(converter, frame):
-    """uint8 (H, W, 3): frame.to_ndarray(format="rgb24")'s pixels, through a reused converter, in this thread
-    (PyAV's default threads=0 starts a thread pool per converter: no faster on these frames, and a DataLoader
-    worker should not take more than its one core)."""
-    return converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+class _Frames:
+    """The result (K, H, W, 3) uint8, filled row by row with frame.to_ndarray(format="rgb24")'s pixels: one
+    reused converter, run in this thread (PyAV's default threads=0 starts a thread pool per converter: no faster
+    on these frames, and a DataLoader worker should not take more than its one core), and one copy per frame,
+    straight from the converted frame's buffer into the result (to_ndarray then np.stack copied twice)."""
+
+    def __init__(self, path, count):
+        from av.video.reformatter import VideoReformatter
+
+        self.path, self.count, self.array, self.filled = path, count, None, [False] * count
+        self.converter = VideoReformatter()
+
+    def put(self, row, frame):
+        rgb = self.converter.reformat(frame, format="rgb24", threads=1)
+        height, width = rgb.height, rgb.width
+        if self.array is None:
+            self.array = np.empty((self.count, height, width, 3), np.uint8)
+        elif self.array.shape[1:3] != (height, width):
+            raise VideoFileError(self.path, "the frame size changes inside the video; re-encode it at one size")
+        plane = rgb.planes[0]
+        pixels = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)[:, :width * 3]
+        self.array[row] = pixels.reshape(height, width, 3)
+        self.filled[row] = True
+
+    def complete(self):
+        return all(self.filled)
 
 
 def _too_short(path, count, last):
@@ -82,7 +100,6 @@ def _decode_selected(path, frames):
     """The fast path (module docstring): rgb24 arrays of `frames`, or None where the packets' timestamps cannot
     index the frames (then _decode_in_order decides)."""
     import av
-    from av.video.reformatter import VideoReformatter
 
     with av.open(str(path)) as container:
         stream = _open_video(container, path)
@@ -97,21 +114,20 @@ def _decode_selected(path, frames):
         row = {order[f]: i for i, f in enumerate(frames)}  # timestamp → row of the result
         last = max(i for i, p in enumerate(packets) if p.pts in row)
         codec = stream.codec_context
-        rgb = VideoReformatter()  # one converter for the whole video (to_ndarray(format=) builds one per frame)
-        out = [None] * len(frames)
+        out = _Frames(path, len(frames))
 
         def keep(decoded):
             for frame in decoded:
                 i = row.get(frame.pts)
-                if i is not None and out[i] is None:
-                    out[i] = _rgb24(rgb, frame)
+                if i is not None and not out.filled[i]:
+                    out.put(i, frame)
 
         for packet in _packets_to_send(packets[:last + 1], row, codec):
             codec.skip_frame = "DEFAULT" if packet.pts in row else "NONREF"
             keep(codec.decode(packet))
         codec.skip_frame = "DEFAULT"
         keep(codec.decode(None))  # the frames the decoder still holds (B-frame reordering)
-    return None if any(o is None for o in out) else out
+    return out if out.complete() else None
 
 
 def _packets_to_send(packets, needed, codec):
@@ -157,24 +173,23 @@ def _idr_test(codec):
 def _decode_in_order(path, frames):
     """Every frame in order up to the last needed; frame i = the i-th frame the decoder outputs."""
     import av
-    from av.video.reformatter import VideoReformatter
 
     last = frames[-1]
     wanted = iter(frames)
     target = next(wanted)
-    out = []
-    seen = 0
+    out = _Frames(path, len(frames))
+    seen = found = 0
     with av.open(str(path)) as container:
         stream = _open_video(container, path)
-        rgb = VideoReformatter()
         for index, frame in enumerate(container.decode(stream)):
             seen = index + 1
             if index == target:
-                out.append(_rgb24(rgb, frame))
+                out.put(found, frame)
+                found += 1
                 if index == last:
                     break
                 target = next(wanted)
-    if len(out) < len(frames):
+    if found < len(frames):
         raise _too_short(path, seen, last)
     return out
 
