@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -227,9 +228,15 @@ def test_data_path(broken):
         assert dataset.setup_warnings == []
 
 
+def count(detail, pattern):
+    """The number a check's detail gives by `pattern` (one group), 0 when the check or the number is absent."""
+    found = re.search(pattern, detail or "")
+    return int(found.group(1)) if found else 0
+
+
 @pytest.mark.parametrize("broken", [(w, "train") for w in WORLDS], ids=[w.id for w in WORLDS], indirect=True)
 def test_checklist(broken, capsys, tmp_path):
-    world, split, _, _ = broken
+    world, split, _, labelled = broken
     name, status, text = world.checklist
     code = pre_training_checklist.main(["--dataset", "CSL_Daily", "--json", "--use_descriptions",
                                         "--feature_cache_dir", str(tmp_path / "cache")])
@@ -240,6 +247,20 @@ def test_checklist(broken, capsys, tmp_path):
     assert code == (1 if status == "fail" else 0)
     if world.id == "empty label file":  # the real cause, not missing poses
         assert not [c for c in report["checks"] if c["name"] == "poses train"]
+        return
+    # The counts: nothing lost (usable entries + unusable entries = labelled; every usable sample's pose file
+    # is loaded, at most 50 of them), and exactly the one problem planted is counted, under its own check.
+    details = {c["name"]: c["detail"] for c in report["checks"]}
+    kind = world.data[0]
+    usable = count(details["labels train"], r": (\d+) samples$")
+    assert usable + count(details.get("label entries train"), r"^(\d+) unusable entries") == len(labelled)
+    assert count(details.get("label entries train"), r"^(\d+) unusable") == (kind == "rejected")
+    assert count(details["pose files train"], r"(\d+) pose files loaded") == usable <= 50
+    assert count(details["pose files train"], r", (\d+) are unusable") == (kind == "skip")
+    assert count(details["pose files train"], r"; (\d+) have NaN/inf") == (world.id == "some NaN keypoints")
+    assert count(details.get("label targets train"), r"^(\d+) suspicious") == (name == "label targets train")
+    assert count(details.get("description files"), r"^(\d+) files with problems") == (name == "description files")
+    assert ("description layout" in details) == (name == "description layout"), details.get("description layout")
 
 
 # Full runs (real DeepSpeed, 1 rank, CPU) on a 4-samples-per-split world: the counts reach the run's report.

@@ -76,8 +76,8 @@ def check_mt5(path, role):
 def check_labels_and_poses(args, layout):
     """Each split's labels parse, every labelled sample has its pose file, and a sample of them loads.
 
-    → (checks, {split: SplitSample}); a split whose labels are unusable is reported as such, never as
-    missing poses.
+    → (checks, {split: (usable entries, pose sample, names of the unusable entries)}); a split whose labels
+    are unusable is reported as such, never as missing poses.
     """
     from uni_sign_ext.labels import LabelFileError, load_labels
 
@@ -116,7 +116,7 @@ def check_labels_and_poses(args, layout):
         with_pose = {n: e for n, e in labels.items() if n not in set(missing)}
         sample = load_pose_sample_of(args, with_pose, folder)
         checks.append(pose_loading_check(split, sample))
-        splits[split] = (labels, sample)
+        splits[split] = (labels, sample, set(label_set.skipped))
     return checks, splits
 
 
@@ -167,7 +167,7 @@ def check_videos(args, layout, splits):
     from uni_sign_ext.video import VideoFileError, count_frames
 
     checks = []
-    for split, (labels, poses) in splits.items():
+    for split, (labels, poses, _) in splits.items():
         folder, poses_at = layout.video_folder(split), layout.pose_folder(split)
         missing = {n: "no video file" for n, e in labels.items()
                    if not os.path.isfile(os.path.join(folder, e["video_path"]))}
@@ -215,8 +215,9 @@ def check_descriptions(args, splits):
                       f"put descriptions in {os.path.join(args.desc_dir, args.dataset)}/ or pass --desc_dir")]
     checks = [Check("description folder", PASS, str(folder))]
     problems, layout = {}, []
-    labelled = {sample_key(n) for labels, _ in splits.values() for n in labels}
-    for split, (labels, poses) in splits.items():
+    # A description of a sample whose label entry is unusable is not "of no sample" (training does not say so).
+    labelled = {sample_key(n) for labels, _, unusable in splits.values() for n in (*labels, *unusable)}
+    for split, (labels, poses, _) in splits.items():
         loader = DescriptionLoader(folder, phase=split)
         layout += [p for p in loader.layout_problems if p not in layout]
         clip_ends = {n: p.clip_end for n, p in poses.items() if not isinstance(p, PoseFileError)}
