@@ -281,26 +281,34 @@ def run_fine_tuning(world, *flags):
                           timeout=600)
 
 
-def test_eval_run_counts_every_class_and_loses_nothing(small_world, tmp_path):
+@pytest.mark.parametrize("split", ["dev", "train"], ids=["--eval", "training"])
+def test_runs_count_every_class_and_lose_nothing(small_world, tmp_path, split):
+    """One sample of each class in a split of 4: `--eval` (dev) or one training epoch (train) reports each
+    counted once; nothing is lost."""
     root = tmp_path / "world"
     shutil.copytree(small_world, root, symlinks=True)
-    names = sorted(read_labels(root, "dev"))
-    described = [n for n in names if (descriptions(root, "dev") / f"{n}.json").exists()]
-    edit_label("text", None)(root, names[0], "dev")                                  # rejected at start
-    edit_pose(lambda d: d.update(start="abc"))(root, described[1], "dev")           # skipped
-    write_description("[" * 100_000 + "]" * 100_000)(root, described[2], "dev")     # undescribed
-    write_description(json.dumps({"5000": "left hand moves up"}))(root, described[3], "dev")  # warning
-    assert len({names[0], *described[1:4]}) == 4 == len(names)
-    out = tmp_path / "eval"
-    proc = run_fine_tuning(root, "--eval", "--use_descriptions", "--feature_cache_dir", "", "--batch-size", "4",
-                           "--output_dir", str(out))
+    names = sorted(read_labels(root, split))
+    assert len(names) == 4
+    edit_label("text", None)(root, names[0], split)                                      # rejected at start
+    edit_pose(lambda d: d.update(start="abc"))(root, names[1], split)                   # skipped
+    write_description("[" * 100_000 + "]" * 100_000)(root, names[2], split)             # undescribed
+    write_description(json.dumps({"5000": "left hand moves up"}))(root, names[3], split)  # warning
+    out = tmp_path / "run"
+    # Training: 3 usable samples fill one batch of 3 (the skipped one replaced by the next, as upstream).
+    run = ["--eval", "--batch-size", "4"] if split == "dev" else ["--epochs", "1", "--batch-size", "3"]
+    proc = run_fine_tuning(root, *run, "--use_descriptions", "--feature_cache_dir", "", "--output_dir", str(out))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "1 unusable label entries skipped" in log and "'text' is None" in log
-    assert ("dev evaluation: 1 samples skipped for unusable pose files, 1 malformed description files, "
+    report = "dev evaluation" if split == "dev" else "epoch 0"
+    assert (f"{report}: 1 samples skipped for unusable pose files, 1 malformed description files, "
             "1 warnings about usable samples") in log
-    translated = [line.split(",")[0] for line in (out / "dev_tmp_pres.txt").read_text().splitlines()]
-    assert translated == [f"sample: {n}" for n in names if n not in (names[0], described[1])]  # 4 = 2 + 1 + 1
+    if split == "dev":
+        translated = [line.split(",")[0] for line in (out / "dev_tmp_pres.txt").read_text().splitlines()]
+        assert translated == [f"sample: {n}" for n in names[2:]]  # 4 = 2 + 1 + 1
+    else:
+        record = json.loads((out / "log.txt").read_text())
+        assert record["train_skipped_pose_files"] == 1 and record["train_steps"] == 1
 
 
 def test_a_nan_loss_run_stops_naming_the_step_and_samples(small_world, tmp_path):
