@@ -77,6 +77,15 @@ def some_nan(data):
     data["keypoints"][data.get("start") or 0][0, 100] = np.nan  # the first frame is sampled: clips ≤ max_length
 
 
+def oversized(folder_of, suffix, limit):
+    """The sample's file in folder_of(root, split) grown (sparse: no disk used) one byte past `limit`."""
+    def apply(root, name, split):
+        path = folder_of(root, split) / f"{name}{suffix}"
+        with open(path, "r+b") as f:
+            f.truncate(limit + 1)
+    return apply
+
+
 def write_description(content):
     def apply(root, name, split):
         path = descriptions(root, split) / f"{name}.json"
@@ -149,6 +158,11 @@ WORLDS = [
           ("warning", "beyond the clip"), ("description files", "warn", "beyond the clip")),
     World("keys far beyond the clip", write_description(json.dumps({"5000": "left hand moves up"})),
           ("warning", "frames 5000…5000, beyond the clip"), ("description files", "warn", "beyond the clip")),
+    World("pose file over 1 GiB", oversized(lambda root, split: root / POSES, ".pkl", 1 << 30),
+          ("skip", "more than the 1024 MiB"), ("pose files train", "warn", "more than the 1024 MiB")),
+    World("description file over 16 MiB", oversized(descriptions, ".json", 16 << 20),
+          ("undescribed", "more than the 16 MiB"),
+          ("description files", "warn", "more than the 16 MiB")),
     World("not UTF-8", write_description(b"\xff\xfe{"), ("undescribed", "not UTF-8"),
           ("description files", "warn", "not UTF-8")),
     World("directory named .json", in_description_folder(directory_as_file), ("setup", "not a file, ignored"),
