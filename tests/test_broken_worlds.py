@@ -325,6 +325,64 @@ def test_runs_count_every_class_and_lose_nothing(small_world, tmp_path, split):
         assert record["train_skipped_pose_files"] == 1 and record["train_steps"] == 1
 
 
+def gating_checkpoint(root, tmp_path):
+    """A checkpoint holding gating fusion weights (the rest does not matter: the fusion is checked first)."""
+    from uni_sign_ext.fusion import DescriptionFusion
+
+    path = tmp_path / "gating.pth"
+    state = {f"text_fusion.{k}": v for k, v in DescriptionFusion(8, 8, "gating").state_dict().items()}
+    torch.save({"model": state}, path)
+    return ["--eval", "--use_descriptions", "--text_fusion_type", "cross_attn", "--finetune", str(path)]
+
+
+def nan_feature_cache(root, tmp_path):
+    from uni_sign_ext.feature_cache import FORMAT, _d_model, cache_path, encoder_fingerprint
+
+    mt5 = root / "pretrained_weight" / "mt5-base"
+    fingerprint = encoder_fingerprint(mt5)
+    path = cache_path(tmp_path / "cache", "CSL_Daily", mt5, fingerprint)
+    path.parent.mkdir()
+    torch.save({"format": FORMAT, "encoder_path": str(mt5), "fingerprint": fingerprint, "d_model": _d_model(mt5),
+                "texts": ["left hand moves up"], "features": torch.full((1, _d_model(mt5)), float("nan"))}, path)
+    return ["--use_descriptions", "--feature_cache_dir", str(path.parent)]
+
+
+def output_dir_is_a_file(root, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    return ["--output_dir", str(tmp_path / "a_file" / "run")]
+
+
+def empty_train_labels(root, tmp_path):
+    write_labels(root, "train", {})
+    return []
+
+
+# Start-up user errors of a whole run: (id, flags or a function (world, tmp_path) → flags, text of the one line).
+USER_ERRORS = [
+    ("--max_length 0", ["--max_length", "0"], "--max_length 0: must be at least 1"),
+    ("--max_length -1", ["--max_length", "-1"], "--max_length -1: must be at least 1"),
+    ("--gradient-accumulation-steps 0", ["--gradient-accumulation-steps", "0"],
+     "--gradient-accumulation-steps 0: must be at least 1"),
+    ("empty label file", empty_train_labels, "labels.train: no usable train sample: it holds no samples"),
+    ("gating checkpoint, --text_fusion_type cross_attn", gating_checkpoint,
+     "holds gating fusion weights, which do not fit --text_fusion_type cross_attn: pass --text_fusion_type gating"),
+    ("NaN features in the cache", nan_feature_cache, "1 texts have NaN/inf features"),
+    ("--output_dir under a file", output_dir_is_a_file, "--output_dir"),
+]
+
+
+@pytest.mark.parametrize("flags, text", [case[1:] for case in USER_ERRORS], ids=[case[0] for case in USER_ERRORS])
+def test_user_errors_stop_a_run_before_training_with_one_line(small_world, tmp_path, flags, text):
+    root = tmp_path / "world"
+    shutil.copytree(small_world, root, symlinks=True)
+    flags = flags(root, tmp_path) if callable(flags) else flags
+    proc = run_fine_tuning(root, "--epochs", "1", "--batch-size", "2", *flags)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert text in lines[-1], lines[-3:]  # the last line names the file or flag, what is wrong and the fix
+    assert "epoch 0 [" not in proc.stdout and "model:" not in proc.stdout  # before any training (or engine)
+
+
 def test_a_nan_loss_run_stops_naming_the_step_and_samples(small_world, tmp_path):
     """A full DeepSpeed run (1 rank, CPU): lr 1e30 makes step 2's loss NaN; the run stops there, before any
     update, with one line and no checkpoint."""
