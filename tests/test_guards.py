@@ -199,3 +199,20 @@ def test_checklist_compares_the_checkpoint_with_the_architecture_flags(tmp_path,
     torch.save({"model": state}, path)
     check = checklist.check_finetune_fusion(parse_args("--finetune", str(path), *flags))
     assert check.status == status and text in check.fix
+
+
+def test_training_never_writes_a_nan_model_even_over_a_good_best_checkpoint(tmp_path):
+    """fine_tuning.save_checkpoint refuses NaN weights: best_checkpoint.pth keeps the last good model."""
+    import fine_tuning
+
+    best = tmp_path / "best_checkpoint.pth"
+    model = nn.Linear(2, 2)
+    engine = SimpleNamespace(module=model)
+    args = parse_args("--output_dir", str(tmp_path))
+    fine_tuning.save_checkpoint(engine, args, best, 0)
+    good = best.read_bytes()
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"NaN/inf weights \(weight\); .*best_checkpoint.pth was not written"):
+        fine_tuning.save_checkpoint(engine, args, best, 1)
+    assert best.read_bytes() == good
