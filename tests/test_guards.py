@@ -28,6 +28,7 @@ from utils import check_supported
     (["--max_length", "0"], "--max_length 0"), (["--max_length", "-1"], "--max_length -1"),
     (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps 0"),
     (["--batch-size", "0"], "--batch-size 0"), (["--lr", "nan"], "--lr nan"), (["--epochs", "-2"], "--epochs -2"),
+    (["--lr", "1e39"], r"--lr 1e\+39: must be in \[0, 1e\+30\]"),
     (["--label_smoothing", "1"], "--label_smoothing 1"), (["--opt-betas", "0.9"], "--opt-betas 0.9"),
 ])
 def test_unusable_numeric_flags_are_named(flags, named):
