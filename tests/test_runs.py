@@ -1,4 +1,4 @@
-"""Whole fine_tuning.py runs: --resume after a kill or from a truncated checkpoint, evaluation sharded
+"""Whole fine_tuning.py runs: --resume after a kill (1 and 2 ranks) or from a truncated checkpoint, evaluation sharded
 over 2 gloo ranks equal to 1 rank, and skip counts equal to the bad files planted (issue 14, item 1)."""
 import gzip
 import json
