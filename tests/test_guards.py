@@ -177,6 +177,24 @@ def test_checklist_reports_a_crashing_check_and_goes_on(world_root, capsys, monk
     assert any(c["name"] == "descriptions train" for c in report["checks"])  # the other checks still ran
 
 
+def test_checklist_a_split_that_crashes_leaves_the_other_splits_checked(world_root, capsys, monkeypatch):
+    real = checklist.pose_loading_check
+
+    def crashes_on_dev(split, sample):
+        if split == "dev":
+            raise ZeroDivisionError("planted")
+        return real(split, sample)
+
+    monkeypatch.setattr(checklist, "pose_loading_check", crashes_on_dev)
+    args = parse_args("--use_descriptions")
+    code = checklist.report(checklist.run_checks(args, DataLayout.from_config(config, args.dataset), check_supported),
+                            as_json=True)
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert code == 1 and checks["labels dev"]["detail"] == "the check itself crashed: ZeroDivisionError: planted"
+    assert checks["pose files train"]["status"] == checks["pose files test"]["status"] == "pass"
+    assert "descriptions train" in checks and "descriptions test" in checks
+
+
 def test_checklist_json_stays_json_when_a_flag_does_not_parse(capsys):
     import pre_training_checklist
 
