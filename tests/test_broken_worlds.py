@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,15 @@ def zero_scores(data):
 
 def some_nan(data):
     data["keypoints"][data.get("start") or 0][0, 100] = np.nan  # the first frame is sampled: clips ≤ max_length
+
+
+def oversized(folder_of, suffix, limit):
+    """The sample's file in folder_of(root, split) grown (sparse: no disk used) one byte past `limit`."""
+    def apply(root, name, split):
+        path = folder_of(root, split) / f"{name}{suffix}"
+        with open(path, "r+b") as f:
+            f.truncate(limit + 1)
+    return apply
 
 
 def write_description(content):
@@ -148,6 +158,11 @@ WORLDS = [
           ("warning", "beyond the clip"), ("description files", "warn", "beyond the clip")),
     World("keys far beyond the clip", write_description(json.dumps({"5000": "left hand moves up"})),
           ("warning", "frames 5000…5000, beyond the clip"), ("description files", "warn", "beyond the clip")),
+    World("pose file over 1 GiB", oversized(lambda root, split: root / POSES, ".pkl", 1 << 30),
+          ("skip", "more than the 1024 MiB"), ("pose files train", "warn", "more than the 1024 MiB")),
+    World("description file over 16 MiB", oversized(descriptions, ".json", 16 << 20),
+          ("undescribed", "more than the 16 MiB"),
+          ("description files", "warn", "more than the 16 MiB")),
     World("not UTF-8", write_description(b"\xff\xfe{"), ("undescribed", "not UTF-8"),
           ("description files", "warn", "not UTF-8")),
     World("directory named .json", in_description_folder(directory_as_file), ("setup", "not a file, ignored"),
@@ -227,9 +242,15 @@ def test_data_path(broken):
         assert dataset.setup_warnings == []
 
 
+def count(detail, pattern):
+    """The number a check's detail gives by `pattern` (one group), 0 when the check or the number is absent."""
+    found = re.search(pattern, detail or "")
+    return int(found.group(1)) if found else 0
+
+
 @pytest.mark.parametrize("broken", [(w, "train") for w in WORLDS], ids=[w.id for w in WORLDS], indirect=True)
 def test_checklist(broken, capsys, tmp_path):
-    world, split, _, _ = broken
+    world, split, _, labelled = broken
     name, status, text = world.checklist
     code = pre_training_checklist.main(["--dataset", "CSL_Daily", "--json", "--use_descriptions",
                                         "--feature_cache_dir", str(tmp_path / "cache")])
@@ -240,6 +261,20 @@ def test_checklist(broken, capsys, tmp_path):
     assert code == (1 if status == "fail" else 0)
     if world.id == "empty label file":  # the real cause, not missing poses
         assert not [c for c in report["checks"] if c["name"] == "poses train"]
+        return
+    # The counts: nothing lost (usable entries + unusable entries = labelled; every usable sample's pose file
+    # is loaded, at most 50 of them), and exactly the one problem planted is counted, under its own check.
+    details = {c["name"]: c["detail"] for c in report["checks"]}
+    kind = world.data[0]
+    usable = count(details["labels train"], r": (\d+) samples$")
+    assert usable + count(details.get("label entries train"), r"^(\d+) unusable entries") == len(labelled)
+    assert count(details.get("label entries train"), r"^(\d+) unusable") == (kind == "rejected")
+    assert count(details["pose files train"], r"(\d+) pose files loaded") == usable <= 50
+    assert count(details["pose files train"], r", (\d+) are unusable") == (kind == "skip")
+    assert count(details["pose files train"], r"; (\d+) have NaN/inf") == (world.id == "some NaN keypoints")
+    assert count(details.get("label targets train"), r"^(\d+) suspicious") == (name == "label targets train")
+    assert count(details.get("description files"), r"^(\d+) files with problems") == (name == "description files")
+    assert ("description layout" in details) == (name == "description layout"), details.get("description layout")
 
 
 # Full runs (real DeepSpeed, 1 rank, CPU) on a 4-samples-per-split world: the counts reach the run's report.
@@ -260,26 +295,92 @@ def run_fine_tuning(world, *flags):
                           timeout=600)
 
 
-def test_eval_run_counts_every_class_and_loses_nothing(small_world, tmp_path):
+@pytest.mark.parametrize("split", ["dev", "train"], ids=["--eval", "training"])
+def test_runs_count_every_class_and_lose_nothing(small_world, tmp_path, split):
+    """One sample of each class in a split of 4: `--eval` (dev) or one training epoch (train) reports each
+    counted once; nothing is lost."""
     root = tmp_path / "world"
     shutil.copytree(small_world, root, symlinks=True)
-    names = sorted(read_labels(root, "dev"))
-    described = [n for n in names if (descriptions(root, "dev") / f"{n}.json").exists()]
-    edit_label("text", None)(root, names[0], "dev")                                  # rejected at start
-    edit_pose(lambda d: d.update(start="abc"))(root, described[1], "dev")           # skipped
-    write_description("[" * 100_000 + "]" * 100_000)(root, described[2], "dev")     # undescribed
-    write_description(json.dumps({"5000": "left hand moves up"}))(root, described[3], "dev")  # warning
-    assert len({names[0], *described[1:4]}) == 4 == len(names)
-    out = tmp_path / "eval"
-    proc = run_fine_tuning(root, "--eval", "--use_descriptions", "--feature_cache_dir", "", "--batch-size", "4",
-                           "--output_dir", str(out))
+    names = sorted(read_labels(root, split))
+    assert len(names) == 4
+    edit_label("text", None)(root, names[0], split)                                      # rejected at start
+    edit_pose(lambda d: d.update(start="abc"))(root, names[1], split)                   # skipped
+    write_description("[" * 100_000 + "]" * 100_000)(root, names[2], split)             # undescribed
+    write_description(json.dumps({"5000": "left hand moves up"}))(root, names[3], split)  # warning
+    out = tmp_path / "run"
+    # Training: 3 usable samples fill one batch of 3 (the skipped one replaced by the next, as upstream).
+    run = ["--eval", "--batch-size", "4"] if split == "dev" else ["--epochs", "1", "--batch-size", "3"]
+    proc = run_fine_tuning(root, *run, "--use_descriptions", "--feature_cache_dir", "", "--output_dir", str(out))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "1 unusable label entries skipped" in log and "'text' is None" in log
-    assert ("dev evaluation: 1 samples skipped for unusable pose files, 1 malformed description files, "
+    report = "dev evaluation" if split == "dev" else "epoch 0"
+    assert (f"{report}: 1 samples skipped for unusable pose files, 1 malformed description files, "
             "1 warnings about usable samples") in log
-    translated = [line.split(",")[0] for line in (out / "dev_tmp_pres.txt").read_text().splitlines()]
-    assert translated == [f"sample: {n}" for n in names if n not in (names[0], described[1])]  # 4 = 2 + 1 + 1
+    if split == "dev":
+        translated = [line.split(",")[0] for line in (out / "dev_tmp_pres.txt").read_text().splitlines()]
+        assert translated == [f"sample: {n}" for n in names[2:]]  # 4 = 2 + 1 + 1
+    else:
+        record = json.loads((out / "log.txt").read_text())
+        assert record["train_skipped_pose_files"] == 1 and record["train_steps"] == 1
+
+
+def gating_checkpoint(root, tmp_path):
+    """A checkpoint holding gating fusion weights (the rest does not matter: the fusion is checked first)."""
+    from uni_sign_ext.fusion import DescriptionFusion
+
+    path = tmp_path / "gating.pth"
+    state = {f"text_fusion.{k}": v for k, v in DescriptionFusion(8, 8, "gating").state_dict().items()}
+    torch.save({"model": state}, path)
+    return ["--eval", "--use_descriptions", "--text_fusion_type", "cross_attn", "--finetune", str(path)]
+
+
+def nan_feature_cache(root, tmp_path):
+    from uni_sign_ext.feature_cache import FORMAT, _d_model, cache_path, encoder_fingerprint
+
+    mt5 = root / "pretrained_weight" / "mt5-base"
+    fingerprint = encoder_fingerprint(mt5)
+    path = cache_path(tmp_path / "cache", "CSL_Daily", mt5, fingerprint)
+    path.parent.mkdir()
+    torch.save({"format": FORMAT, "encoder_path": str(mt5), "fingerprint": fingerprint, "d_model": _d_model(mt5),
+                "texts": ["left hand moves up"], "features": torch.full((1, _d_model(mt5)), float("nan"))}, path)
+    return ["--use_descriptions", "--feature_cache_dir", str(path.parent)]
+
+
+def output_dir_is_a_file(root, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    return ["--output_dir", str(tmp_path / "a_file" / "run")]
+
+
+def empty_train_labels(root, tmp_path):
+    write_labels(root, "train", {})
+    return []
+
+
+# Start-up user errors of a whole run: (id, flags or a function (world, tmp_path) → flags, text of the one line).
+USER_ERRORS = [
+    ("--max_length 0", ["--max_length", "0"], "--max_length 0: must be at least 1"),
+    ("--max_length -1", ["--max_length", "-1"], "--max_length -1: must be at least 1"),
+    ("--gradient-accumulation-steps 0", ["--gradient-accumulation-steps", "0"],
+     "--gradient-accumulation-steps 0: must be at least 1"),
+    ("empty label file", empty_train_labels, "labels.train: no usable train sample: it holds no samples"),
+    ("gating checkpoint, --text_fusion_type cross_attn", gating_checkpoint,
+     "holds gating fusion weights, which do not fit --text_fusion_type cross_attn: pass --text_fusion_type gating"),
+    ("NaN features in the cache", nan_feature_cache, "1 texts have NaN/inf features"),
+    ("--output_dir under a file", output_dir_is_a_file, "--output_dir"),
+]
+
+
+@pytest.mark.parametrize("flags, text", [case[1:] for case in USER_ERRORS], ids=[case[0] for case in USER_ERRORS])
+def test_user_errors_stop_a_run_before_training_with_one_line(small_world, tmp_path, flags, text):
+    root = tmp_path / "world"
+    shutil.copytree(small_world, root, symlinks=True)
+    flags = flags(root, tmp_path) if callable(flags) else flags
+    proc = run_fine_tuning(root, "--epochs", "1", "--batch-size", "2", *flags)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert text in lines[-1], lines[-3:]  # the last line names the file or flag, what is wrong and the fix
+    assert "epoch 0 [" not in proc.stdout and "model:" not in proc.stdout  # before any training (or engine)
 
 
 def test_a_nan_loss_run_stops_naming_the_step_and_samples(small_world, tmp_path):

@@ -26,13 +26,21 @@ def free_port():
         return str(s.getsockname()[1])
 
 
+def deepspeed_command(ranks, script, flags, port):
+    """The launcher's command line for `script` on `ranks` CPU ranks."""
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
+            "--master_port", port, str(script), *flags]
+
+
+def world_env(root):
+    return dict(os.environ, UNISIGN_ROOT=str(root), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
 def deepspeed_run(ranks, script, flags, root, timeout=900):
     """Launch `script` on `ranks` CPU ranks; it must succeed and leave none of DeepSpeed's shm buffers behind."""
     port = free_port()
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks),
-           "--master_port", port, str(script), *flags]
-    env = dict(os.environ, UNISIGN_ROOT=str(root), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(deepspeed_command(ranks, script, flags, port), cwd=REPO, env=world_env(root),
+                          capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     leaked = [path for rank in range(ranks) if (path := deepspeed_shm_buffer(rank, "127.0.0.1", port)).exists()]

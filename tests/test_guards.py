@@ -28,6 +28,7 @@ from utils import check_supported
     (["--max_length", "0"], "--max_length 0"), (["--max_length", "-1"], "--max_length -1"),
     (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps 0"),
     (["--batch-size", "0"], "--batch-size 0"), (["--lr", "nan"], "--lr nan"), (["--epochs", "-2"], "--epochs -2"),
+    (["--lr", "1e39"], r"--lr 1e\+39: must be in \[0, 1e\+30\]"),
     (["--label_smoothing", "1"], "--label_smoothing 1"), (["--opt-betas", "0.9"], "--opt-betas 0.9"),
 ])
 def test_unusable_numeric_flags_are_named(flags, named):
@@ -176,6 +177,24 @@ def test_checklist_reports_a_crashing_check_and_goes_on(world_root, capsys, monk
     assert any(c["name"] == "descriptions train" for c in report["checks"])  # the other checks still ran
 
 
+def test_checklist_a_split_that_crashes_leaves_the_other_splits_checked(world_root, capsys, monkeypatch):
+    real = checklist.pose_loading_check
+
+    def crashes_on_dev(split, sample):
+        if split == "dev":
+            raise ZeroDivisionError("planted")
+        return real(split, sample)
+
+    monkeypatch.setattr(checklist, "pose_loading_check", crashes_on_dev)
+    args = parse_args("--use_descriptions")
+    code = checklist.report(checklist.run_checks(args, DataLayout.from_config(config, args.dataset), check_supported),
+                            as_json=True)
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert code == 1 and checks["labels dev"]["detail"] == "the check itself crashed: ZeroDivisionError: planted"
+    assert checks["pose files train"]["status"] == checks["pose files test"]["status"] == "pass"
+    assert "descriptions train" in checks and "descriptions test" in checks
+
+
 def test_checklist_json_stays_json_when_a_flag_does_not_parse(capsys):
     import pre_training_checklist
 
@@ -199,3 +218,20 @@ def test_checklist_compares_the_checkpoint_with_the_architecture_flags(tmp_path,
     torch.save({"model": state}, path)
     check = checklist.check_finetune_fusion(parse_args("--finetune", str(path), *flags))
     assert check.status == status and text in check.fix
+
+
+def test_training_never_writes_a_nan_model_even_over_a_good_best_checkpoint(tmp_path):
+    """fine_tuning.save_checkpoint refuses NaN weights: best_checkpoint.pth keeps the last good model."""
+    import fine_tuning
+
+    best = tmp_path / "best_checkpoint.pth"
+    model = nn.Linear(2, 2)
+    engine = SimpleNamespace(module=model)
+    args = parse_args("--output_dir", str(tmp_path))
+    fine_tuning.save_checkpoint(engine, args, best, 0)
+    good = best.read_bytes()
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"NaN/inf weights \(weight\); .*best_checkpoint.pth was not written"):
+        fine_tuning.save_checkpoint(engine, args, best, 1)
+    assert best.read_bytes() == good

@@ -1,4 +1,4 @@
-"""Whole fine_tuning.py runs: --resume after a kill or from a truncated checkpoint, evaluation sharded
+"""Whole fine_tuning.py runs: --resume after a kill (1 and 2 ranks) or from a truncated checkpoint, evaluation sharded
 over 2 gloo ranks equal to 1 rank, and skip counts equal to the bad files planted (issue 14, item 1)."""
 import gzip
 import json
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from test_bad_inputs import break_poses, pose_path
-from test_deepspeed import COMMON, FP32, REPO, deepspeed_run
+from test_deepspeed import COMMON, FP32, REPO, deepspeed_command, deepspeed_run, free_port, world_env
 
 RUN = COMMON + FP32 + ["--use_descriptions", "--lr", "1e-3"]
 
@@ -30,10 +30,19 @@ def world(tmp_path_factory):
 
 def python_run(root, flags):
     """fine_tuning.py under plain python (rank 0 of 1); returns the Popen."""
-    env = dict(os.environ, UNISIGN_ROOT=str(root), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = world_env(root)
     env.pop("RANK", None)
     return subprocess.Popen([sys.executable, str(REPO / "fine_tuning.py"), *flags], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_after_first_epoch(proc, output_dir, kill):
+    """Wait until the run has left its epoch-0 resume checkpoint, then kill it (`kill()`) mid epoch 1."""
+    while not (output_dir / "resume" / "latest").is_file() and proc.poll() is None:
+        time.sleep(0.02)
+    kill()
+    proc.communicate()
+    assert sorted(p.name for p in (output_dir / "resume").glob("epoch_*")) == ["epoch_0"], "killed too late"
 
 
 def finish(proc):
@@ -65,15 +74,20 @@ def test_resume_after_kill_and_from_truncated_checkpoint(world, tmp_path):
     output = finish(python_run(world, RUN + cache + ["--epochs", "2", "--output_dir", str(straight)]))
     # The withheld-descriptions ablation costs a second beam search: final test only, not every epoch.
     assert "[test, descriptions withheld]" in output and "[dev, descriptions withheld]" not in output
-    assert not any("withheld" in key for key in json.loads((straight / "log.txt").read_text().splitlines()[0]))
+    records = [json.loads(line) for line in (straight / "log.txt").read_text().splitlines()]
+    assert not any("withheld" in key for key in records[0])
+    # log.txt: upstream's keys (its train_* and test_* = the dev split's metrics), then ours; curves.png beside it.
+    upstream = {"train_loss", "train_lr", "test_loss", "test_bleu1", "test_bleu2", "test_bleu3", "test_bleu4",
+                "test_rouge", "epoch", "n_parameters"}
+    ours = {"test_gate_described", "test_gate_undescribed", "train_skipped_pose_files", "train_steps",
+            "test_skipped_pose_files", "dev_seconds", "seconds"}
+    assert [r["epoch"] for r in records] == [0, 1] and all(set(r) == upstream | ours for r in records), records
+    assert all(r["seconds"] > r["dev_seconds"] > 0 and 0 < r["test_gate_described"] < 1 for r in records)
+    assert (straight / "curves.png").stat().st_size > 0
 
     killed = tmp_path / "killed"
     proc = python_run(world, RUN + cache + ["--epochs", "2", "--output_dir", str(killed)])
-    while not (killed / "resume" / "latest").is_file() and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert sorted(p.name for p in (killed / "resume").glob("epoch_*")) == ["epoch_0"], "killed too late"
+    kill_after_first_epoch(proc, killed, lambda: proc.send_signal(signal.SIGKILL))
     output = finish(python_run(world, RUN + cache + ["--epochs", "2", "--output_dir", str(killed), "--resume"]))
     assert f"--resume: continuing {killed} at epoch 1" in output
     assert_same_run(straight, killed)
@@ -89,6 +103,20 @@ def test_resume_after_kill_and_from_truncated_checkpoint(world, tmp_path):
     assert re.search(r"WARNING .*checkpoint \S*truncated/resume/epoch_1 is unusable .*falling back to epoch_0",
                      output), output[-3000:]
     assert_same_run(straight, truncated)
+
+
+def test_two_rank_resume_after_kill(world, tmp_path):
+    """The same on 2 gloo ranks: the launcher and both ranks killed mid epoch 1, resumed → identical."""
+    flags = RUN + ["--epochs", "2", "--feature_cache_dir", str(tmp_path / "cache")]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    deepspeed_run(2, REPO / "fine_tuning.py", flags + ["--output_dir", str(straight)], world)
+    proc = subprocess.Popen(deepspeed_command(2, REPO / "fine_tuning.py", flags + ["--output_dir", str(killed)],
+                                              free_port()), cwd=REPO, env=world_env(world), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_after_first_epoch(proc, killed, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    output = deepspeed_run(2, REPO / "fine_tuning.py", flags + ["--output_dir", str(killed), "--resume"], world)
+    assert f"--resume: continuing {killed} at epoch 1" in output
+    assert_same_run(straight, killed)
 
 
 def plant_bad_poses(root):

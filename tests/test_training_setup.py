@@ -101,3 +101,16 @@ def test_final_test_can_load_the_best_weights_into_the_trained_engine(tmp_path, 
         assert loaded.keys() == best.keys()
         for key, value in best.items():
             assert torch.equal(loaded[key], value), (zero, key)
+
+
+@pytest.mark.parametrize("zero, kept", [(2, [1, 3]), (3, [0, 1, 2, 3])])
+def test_evaluation_loader_gives_rank_1_of_2_its_share_of_the_batches(world_root, zero, kept):
+    """Beam search is sharded: rank 1 of 2 translates the 1-rank order's batches 1 and 3 (of 4 batches of 3);
+    under ZeRO-3 every rank runs every batch (the weights are gathered together)."""
+    import fine_tuning
+
+    args = parse_args("--dataset", "CSL_Daily", "--batch-size", "3", "--num_workers", "0", "--zero_stage", str(zero))
+    args.rank, args.world_size = 1, 2
+    loader = fine_tuning.build_loader(args, "dev")
+    names = loader.dataset.names
+    assert [src["name_batch"] for src, _ in loader] == [names[3 * b:3 * b + 3] for b in kept]

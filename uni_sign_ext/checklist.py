@@ -76,48 +76,61 @@ def check_mt5(path, role):
 def check_labels_and_poses(args, layout):
     """Each split's labels parse, every labelled sample has its pose file, and a sample of them loads.
 
-    → (checks, {split: SplitSample}); a split whose labels are unusable is reported as such, never as
-    missing poses.
+    → (checks, {split: (usable entries, pose sample, names of the unusable entries)}); a split whose labels
+    are unusable is reported as such, never as missing poses. Each split is checked in isolation: one that
+    crashes is a failed check naming the error, and the other splits are still checked.
     """
-    from uni_sign_ext.labels import LabelFileError, load_labels
-
     checks, splits = [], {}
     for split, path in layout.label_paths.items():
         try:
-            label_set = load_labels(path, args.dataset, split)
-        except LabelFileError as exc:
-            checks.append(Check(f"labels {split}", FAIL, str(exc), "check config.py's label paths or UNISIGN_ROOT"))
-            continue
-        labels = label_set.entries
-        checks.append(Check(f"labels {split}", PASS, f"{path}: {len(labels)} samples"))
-        if label_set.skipped:
-            checks.append(Check(f"label entries {split}", WARN, f"{len(label_set.skipped)} unusable entries will be "
-                                f"skipped: {_examples(label_set.skipped)}", "fix those entries in the label file"))
-        if label_set.warnings:
-            checks.append(Check(f"label targets {split}", WARN, f"{len(label_set.warnings)} suspicious entries: "
-                                f"{_examples(label_set.warnings)}", "check the target sentences"))
-        folder = layout.pose_folder(split)
-        try:
-            present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-        except OSError as exc:
-            present = set()
-            checks.append(Check(f"pose folder {split}", FAIL, f"{folder}: unreadable ({exc})", "fix its permissions"))
-        missing = [n for n, e in labels.items() if pose_file_name(e["video_path"]) not in present]
-        if len(missing) == len(labels):
-            checks.append(Check(f"poses {split}", FAIL, f"none of the {len(labels)} {split} samples has a pose file "
-                                f"in {folder}", "check config.pose_dirs / UNISIGN_ROOT and the pose extraction"))
-            continue
-        if missing:
-            checks.append(Check(f"poses {split}", WARN, f"{len(missing)} of {len(labels)} labelled samples have "
-                                f"no pose file in {folder} and will be skipped (e.g. {', '.join(missing[:NAMES_SHOWN])})",
-                                "extract the missing poses, or accept the skip"))
-        else:
-            checks.append(Check(f"poses {split}", PASS, f"all {len(labels)} samples have a pose file in {folder}"))
-        with_pose = {n: e for n, e in labels.items() if n not in set(missing)}
-        sample = load_pose_sample_of(args, with_pose, folder)
-        checks.append(pose_loading_check(split, sample))
-        splits[split] = (labels, sample)
+            split_checks, entry = check_split_labels_and_poses(args, layout, split, path)
+        except Exception as exc:  # the checklist must always print its report
+            split_checks, entry = [crashed(f"labels {split}", exc)], None
+        checks += split_checks
+        if entry is not None:
+            splits[split] = entry
     return checks, splits
+
+
+def check_split_labels_and_poses(args, layout, split, path):
+    """check_labels_and_poses for one split → (checks, its entry or None when its labels or poses are unusable)."""
+    from uni_sign_ext.labels import LabelFileError, load_labels
+
+    checks = []
+    try:
+        label_set = load_labels(path, args.dataset, split)
+    except LabelFileError as exc:
+        checks.append(Check(f"labels {split}", FAIL, str(exc), "check config.py's label paths or UNISIGN_ROOT"))
+        return checks, None
+    labels = label_set.entries
+    checks.append(Check(f"labels {split}", PASS, f"{path}: {len(labels)} samples"))
+    if label_set.skipped:
+        checks.append(Check(f"label entries {split}", WARN, f"{len(label_set.skipped)} unusable entries will be "
+                            f"skipped: {_examples(label_set.skipped)}", "fix those entries in the label file"))
+    if label_set.warnings:
+        checks.append(Check(f"label targets {split}", WARN, f"{len(label_set.warnings)} suspicious entries: "
+                            f"{_examples(label_set.warnings)}", "check the target sentences"))
+    folder = layout.pose_folder(split)
+    try:
+        present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    except OSError as exc:
+        present = set()
+        checks.append(Check(f"pose folder {split}", FAIL, f"{folder}: unreadable ({exc})", "fix its permissions"))
+    missing = [n for n, e in labels.items() if pose_file_name(e["video_path"]) not in present]
+    if len(missing) == len(labels):
+        checks.append(Check(f"poses {split}", FAIL, f"none of the {len(labels)} {split} samples has a pose file "
+                            f"in {folder}", "check config.pose_dirs / UNISIGN_ROOT and the pose extraction"))
+        return checks, None
+    if missing:
+        checks.append(Check(f"poses {split}", WARN, f"{len(missing)} of {len(labels)} labelled samples have "
+                            f"no pose file in {folder} and will be skipped (e.g. {', '.join(missing[:NAMES_SHOWN])})",
+                            "extract the missing poses, or accept the skip"))
+    else:
+        checks.append(Check(f"poses {split}", PASS, f"all {len(labels)} samples have a pose file in {folder}"))
+    with_pose = {n: e for n, e in labels.items() if n not in set(missing)}
+    sample = load_pose_sample_of(args, with_pose, folder)
+    checks.append(pose_loading_check(split, sample))
+    return checks, (labels, sample, set(label_set.skipped))
 
 
 def _examples(problems):
@@ -167,7 +180,7 @@ def check_videos(args, layout, splits):
     from uni_sign_ext.video import VideoFileError, count_frames
 
     checks = []
-    for split, (labels, poses) in splits.items():
+    for split, (labels, poses, _) in splits.items():
         folder, poses_at = layout.video_folder(split), layout.pose_folder(split)
         missing = {n: "no video file" for n, e in labels.items()
                    if not os.path.isfile(os.path.join(folder, e["video_path"]))}
@@ -215,8 +228,9 @@ def check_descriptions(args, splits):
                       f"put descriptions in {os.path.join(args.desc_dir, args.dataset)}/ or pass --desc_dir")]
     checks = [Check("description folder", PASS, str(folder))]
     problems, layout = {}, []
-    labelled = {sample_key(n) for labels, _ in splits.values() for n in labels}
-    for split, (labels, poses) in splits.items():
+    # A description of a sample whose label entry is unusable is not "of no sample" (training does not say so).
+    labelled = {sample_key(n) for labels, _, unusable in splits.values() for n in (*labels, *unusable)}
+    for split, (labels, poses, _) in splits.items():
         loader = DescriptionLoader(folder, phase=split)
         layout += [p for p in loader.layout_problems if p not in layout]
         clip_ends = {n: p.clip_end for n, p in poses.items() if not isinstance(p, PoseFileError)}

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 NONFINITE_ACTIONS = ("stop", "skip")
+MAX_LR = 1e30  # Adam's first step divides the rate by 1 - β1: a float32 overflow (a traceback) from ~3e37
+LR_RANGE = f"in [0, {MAX_LR:g}] (more overflows the optimizer's float32 step)"
 
 
 def add_guard_args(parser):
@@ -29,8 +31,8 @@ _RULES = {
     "num_workers": (lambda v: v >= 0, "--num_workers", "0 or more"),
     "quick_break": (lambda v: v >= 0, "--quick_break", "0 (off) or more"),
     "hidden_dim": (lambda v: v >= 1, "--hidden_dim", "at least 1"),
-    "lr": (lambda v: math.isfinite(v) and v >= 0, "--lr", "a finite number ≥ 0"),
-    "min_lr": (lambda v: math.isfinite(v) and v >= 0, "--min-lr", "a finite number ≥ 0"),
+    "lr": (lambda v: 0 <= v <= MAX_LR, "--lr", LR_RANGE),
+    "min_lr": (lambda v: 0 <= v <= MAX_LR, "--min-lr", LR_RANGE),
     "warmup_epochs": (lambda v: math.isfinite(v) and v >= 0, "--warmup-epochs", "a finite number ≥ 0"),
     "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "--weight-decay", "a finite number ≥ 0"),
     "opt_eps": (lambda v: math.isfinite(v) and v > 0, "--opt-eps", "a finite number > 0"),
