@@ -313,6 +313,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--note", default="", help="a remark for the results (e.g. a shared machine)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--mt5", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -327,6 +328,7 @@ def main():
     results = {"device": device_name(args.device), "machine": machine_name(), "cores": os.cpu_count(),
                "size": args.size, "mt5_config": SIZES[args.size], "batch": args.batch, "frames": args.frames,
                "steps": args.steps, "note": "" if args.size == "base" else "reduced size (CPU run), not mT5-base",
+               "remark": args.note,
                "load_avg_1min": {}}  # before each variant and at the end: this run's own threads count in it
     with tempfile.TemporaryDirectory() as tmp:
         make_mt5(Path(tmp), args.size)
@@ -372,6 +374,7 @@ def write_results(results, out):
         f"# Description-fusion and RGB-pose benchmark — {results['device']}", "",
         f"Machine: {results['machine']}, {results['cores']} cores; load average (1 min) before each variant and at "
         f"the end (this run's own threads included): {', '.join(f'{k} {v:.2f}' for k, v in load.items())}.", "",
+        *([f"Note: {results['remark']}", ""] if results.get("remark") else []),
         f"Size: {results['size']} {results['note']}; mT5 config {results['mt5_config']}; batch {results['batch']}, "
         f"{results['frames']} frames, a new description every 8–16 frames; median of {results['steps']} steps "
         f"after warm-up. RGB-pose (`--rgb_support`): {crops} hand crops (112×112) per hand and video, "

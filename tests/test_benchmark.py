@@ -1,6 +1,7 @@
 """bench/benchmark.py: its RGB-pose variants build the batch the model reads and run a training step and beam
-search on the tiny mT5."""
+search on the tiny mT5; the committed CPU results' markdown is what write_results makes of their JSON."""
 import argparse
+import json
 import math
 import random
 import sys
@@ -12,6 +13,8 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 import benchmark  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "CPU__x86_64__2_threads_small"
 
 
 def test_variant_names_split_into_rgb_and_text_mode():
@@ -61,3 +64,8 @@ def test_rgb_model_loads_the_backbone_file_and_opens_the_gate(tiny_mt5, tmp_path
     assert torch.equal(model.rgb_support_backbone.state_dict()["0.0.0.weight"], state["0.0.weight"])
     assert any(bool(p.ne(0).any()) for p in model.fusion_gate.parameters())
 
+
+def test_committed_markdown_is_written_from_the_committed_json(tmp_path):
+    results = json.loads(RESULTS.with_suffix(".json").read_text())
+    benchmark.write_results(results, tmp_path)
+    assert (tmp_path / RESULTS.with_suffix(".md").name).read_text() == RESULTS.with_suffix(".md").read_text()
