@@ -1,21 +1,22 @@
 """Data speed with --rgb_support: samples/s of S2T_Dataset.__getitem__ (pose + video + crops), one process,
 ours vs upstream's datasets.py on the same mini-world mp4 files and seeds.
 
-    python bench/rgb_data.py [--world DIR] [--size 160x120] [--passes 3] [--rounds 2]
+    python bench/rgb_data.py [--world DIR] [--size 160x120] [--passes 3] [--rounds 2] [--decoder auto]
                              [--reference-python .venv_tv/bin/python] [--upstream DIR] [--out bench/results/rgb_data.md]
 
 --size WxH films the world at another frame size (the mini-world's default is fixture_video's 160×120; CSL-Daily's
 released frames are 512×512): the world is built in its own folder (default: the temp folder, named by size).
 The two sides take turns (--rounds), each running --passes passes over the split per round, so that a change in
 the machine's load hits both; the best pass of each side is compared, in wall time and in CPU time (process time,
-all threads: what a pass costs in CPU whatever else runs on the machine; both sides run one thread but for
-PyAV's rgb24 converter in the stand-in, which uses its default thread pool, and counts it).
+all threads: what a pass costs in CPU whatever else runs on the machine).
 
-Upstream runs under a python with torchvision (tests/rgb_reference_runner.py), with a test-only `decord`
-stand-in built on PyAV (decord is not installable here): its decoding cost is therefore PyAV's, decoding in
-order up to the last frame asked, single-threaded as upstream asks decord (num_threads=1), not real decord's.
-Ours decodes single-threaded too (PyAV's default for H.264: slice threads, and these files have one slice per
-frame). The issue's target is ours ≥ 3× upstream's.
+Upstream runs under a python with torchvision (tests/rgb_reference_runner.py) with its own decoder, the real
+decord (0.6.0, requirements-test.txt; `VideoReader(path, num_threads=1).get_batch(frames)` as upstream calls
+it) where that python can import it; else, or with --decoder stand-in, with the runner's test-only decord
+stand-in built on PyAV (decoding in order up to the last frame asked, single-threaded): then upstream's
+decoding cost is PyAV's, not decord's. The output names the decoder that ran. Ours decodes single-threaded
+too (PyAV's default for H.264: slice threads, and these files have one slice per frame). The issue's target is
+ours ≥ 3× upstream's.
 """
 import argparse
 import os
@@ -57,16 +58,19 @@ def ours(world, seeds):
     return len(ds), times
 
 
-def upstream(world, seeds, python, upstream_dir):
+def upstream(world, seeds, python, upstream_dir, decoder):
+    """Upstream's samples, its (wall, CPU) seconds per pass, and the name of the decoder it ran with."""
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "t.pt"
         subprocess.run([python, str(REPO / "tests" / "rgb_reference_runner.py"), str(upstream_dir), str(world),
-                        str(out), "--time", "--seeds", *map(str, seeds)], check=True, capture_output=True)
+                        str(out), "--time", "--decoder", decoder, "--seeds", *map(str, seeds)], check=True,
+                       capture_output=True)
         result = torch.load(out, weights_only=False)
+    name = result.pop("decoder")
     runs = list(result.values())
-    return runs[0]["samples"], [(r["seconds"], r["cpu_seconds"]) for r in runs]
+    return runs[0]["samples"], [(r["seconds"], r["cpu_seconds"]) for r in runs], name
 
 
 def build_world(world, size):
@@ -97,6 +101,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--reference-python", default=os.environ.get("UNISIGN_TV_PYTHON", ".venv_tv/bin/python"))
     parser.add_argument("--upstream", default=os.environ.get("UNISIGN_UPSTREAM", ""))
+    parser.add_argument("--decoder", choices=("auto", "decord", "stand-in"), default="auto",
+                        help="upstream's decoder: real decord if importable (auto), real decord or fail, the PyAV "
+                             "stand-in")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -107,13 +114,14 @@ def main():
     seeds = list(range(args.passes))
     run_upstream = bool(args.upstream) and Path(args.reference_python).is_file()
     load_before = os.getloadavg()
-    our_times, their_times = [], []
+    our_times, their_times, decoders = [], [], set()
     for _ in range(args.rounds):
         n, times = ours(world, seeds)
         our_times += times
         if run_upstream:
-            m, times = upstream(world, seeds, args.reference_python, args.upstream)
+            m, times, decoder = upstream(world, seeds, args.reference_python, args.upstream, args.decoder)
             their_times += times
+            decoders.add(decoder)
     load_after = os.getloadavg()
     lines = [f"# --rgb_support data speed ({platform.machine()}, {os.cpu_count()} CPUs, 1 process, "
              f"mini-world CSL_Daily train: {n} samples, {size[0]}×{size[1]} H.264, {args.rounds} rounds × "
@@ -127,7 +135,7 @@ def main():
 
     ours_wall, ours_cpu = figures("ours", n, our_times)
     if run_upstream:
-        their_wall, their_cpu = figures("upstream (decord stand-in on PyAV)", m, their_times)
+        their_wall, their_cpu = figures(f"upstream ({', '.join(sorted(decoders))})", m, their_times)
         lines.append(f"- ratio ours / upstream: {ours_wall / their_wall:.2f}× wall, {ours_cpu / their_cpu:.2f}× CPU "
                      "(target ≥ 3×)")
     else:

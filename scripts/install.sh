@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "$(grep '^torch==' requirements.txt)"
 python -m pip install -q -r requirements.txt
+python -m pip install -q -r requirements-test.txt  # test-only: decord, upstream's decoder (see the file)
 python -m pip install -q --no-deps -e .

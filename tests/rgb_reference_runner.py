@@ -2,16 +2,19 @@
 
     .venv_tv/bin/python tests/rgb_reference_runner.py UPSTREAM WORLD OUT.pt --seeds 0 1 --max_length 256 64
 
-Test-only. Two stand-ins are installed in sys.modules before upstream's datasets.py is imported:
-- `decord`: decord cannot be installed here. The stand-in's VideoReader decodes the file with PyAV (every
-  frame in order, `to_ndarray(format="rgb24")`) and get_batch returns the requested frames. It is the same
-  library as our uni_sign_ext/video.py, so this comparison cannot show PyAV == decord; that rests on
-  the RGB spec, UNI_SIGN_RGB.md, §3 (checked there with decord 0.6.0: identical pixels for H.264).
-- `utils`: upstream's utils.py imports deepspeed at the top; its datasets.py only calls
+Test-only. Upstream's datasets.py imports `decord` (its video decoder) and `utils`:
+- `decord`: the real one (decord 0.6.0, requirements-test.txt) when it is importable, else (or with
+  --decoder stand-in) a test-only stand-in installed in sys.modules: its VideoReader decodes the file with
+  PyAV (every frame in order up to the last one asked, `to_ndarray(format="rgb24")`) and get_batch returns the
+  requested frames. The stand-in is the library our uni_sign_ext/video.py uses, so a comparison run with it
+  cannot show PyAV == decord; tests/test_decord_frames.py shows that with the real one. The decoder that ran
+  is printed ("upstream decoder: ...") and written in the results under "decoder".
+- `utils` (always a stand-in): upstream's utils.py imports deepspeed at the top; its datasets.py only calls
   utils.load_dataset_file (a gzip pickle load), which the stand-in provides.
 Everything else (frame sampling, hand choice, boxes, crops, PIL, torchvision transforms, collate) is upstream's.
-Writes {f"{max_length}/{seed}": {"names": [...], "dicts": [...], "batches": [rgb part of collate]}} with
-torch.save, and with --time the wall and CPU (process, all threads) seconds of each pass over the split.
+Writes {"decoder": name, f"{max_length}/{seed}": {"names": [...], "dicts": [...], "batches": [rgb part of
+collate]}} with torch.save, and with --time the wall and CPU (process, all threads) seconds of each pass over
+the split.
 """
 import argparse
 import gzip
@@ -69,10 +72,27 @@ class VideoReader:
         return _Batch(np.stack([decoded[i] for i in indices]))
 
 
-def install_stand_ins():
-    decord = types.ModuleType("decord")
-    decord.VideoReader = VideoReader
-    decord.cpu = lambda index=0: ("cpu", index)
+def real_decord():
+    """The real decord module, or None where it is not importable."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    return decord
+
+
+def install_stand_ins(decoder="auto"):
+    """Puts `utils` (and, unless the real decord is used, `decord`) in sys.modules; returns the decoder's name."""
+    decord = real_decord() if decoder in ("auto", "decord") else None
+    if decord is None and decoder == "decord":
+        raise SystemExit("--decoder decord: decord is not importable (pip install -r requirements-test.txt)")
+    if decord is not None:
+        name = f"decord {decord.__version__} (real)"
+    else:
+        decord = types.ModuleType("decord")
+        decord.VideoReader = VideoReader
+        decord.cpu = lambda index=0: ("cpu", index)
+        name = "decord stand-in on PyAV"
     utils = types.ModuleType("utils")
 
     def load_dataset_file(filename):
@@ -81,6 +101,7 @@ def install_stand_ins():
 
     utils.load_dataset_file = load_dataset_file
     sys.modules["decord"], sys.modules["utils"] = decord, utils
+    return name
 
 
 def main():
@@ -93,9 +114,13 @@ def main():
     parser.add_argument("--split", default="train")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--time", action="store_true", help="only time passes over the split")
+    parser.add_argument("--decoder", choices=("auto", "decord", "stand-in"), default="auto",
+                        help="upstream's decord: the real one if importable (auto), the real one or fail, or "
+                             "the PyAV stand-in")
     args = parser.parse_args()
     VideoReader.reuse_converter = args.time
-    install_stand_ins()
+    decoder = install_stand_ins(args.decoder)
+    print(f"upstream decoder: {decoder}", flush=True)
     sys.path.insert(0, os.path.abspath(args.upstream))
     os.chdir(args.world)  # upstream's config.py paths are relative to the working directory
     import numpy as np
@@ -103,7 +128,7 @@ def main():
 
     import datasets as upstream
 
-    results = {}
+    results = {"decoder": decoder}
     for max_length in args.max_length:
         for seed in args.seeds:
             ns = argparse.Namespace(rgb_support=True, max_length=max_length, dataset="CSL_Daily")
