@@ -3,7 +3,8 @@ before an unneeded H.264 IDR left out) gives the frames of a plain in-order deco
 
 The clips are made here with PyAV: every frame differs from its neighbours (a frame off by one shows), with
 B-frames, several IDR frames (keyint), open GOPs (I-frames that are not IDR) and MPEG-4 Part 2 with and without
-B-frames (no IDR test; with B-frames decord itself is off by a frame, spec §3, but our two paths agree).
+B-frames (no IDR test). Against decord itself: tests/test_decord_frames.py (decord is off after a seek
+for MPEG-4 Part 2 with B-frames and H.264 open GOPs; our two paths agree on every clip).
 """
 import random
 

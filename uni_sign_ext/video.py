@@ -2,7 +2,9 @@
 
 Upstream reads them with decord (`VideoReader(path).get_batch(frames)`); PyAV's `rgb24` frames, decoded in
 order, have the same pixels for H.264 (with and without B-frames) and MPEG-4 Part 2 without B-frames
-(the RGB spec UNI_SIGN_RGB.md, §3). Frame i is the i-th frame in presentation order.
+(tests/test_decord_frames.py runs decord 0.6.0 beside us). Where they differ, decord is the one off by a frame
+after a seek: MPEG-4 Part 2 with B-frames and H.264 with open GOPs. Frame i is the i-th frame in presentation
+order.
 
 Speed (a sample needs ~10-30 of a clip's frames, spread over it): the packets are read first (no decoding),
 frame i is the packet with the i-th smallest timestamp, and only what the needed frames depend on is decoded:
