@@ -202,3 +202,22 @@ def test_errors_list_at_most_20_keys(tmp_path):
     torch.save({"model": state}, tmp_path / "c.pth")
     with pytest.raises(CheckpointError, match=r"unexpected keys \(25\): extra00, .*, extra19 … and 5 more$"):
         load_model_checkpoint(Toy(False), str(tmp_path / "c.pth"))
+
+
+def test_checkpoint_record_is_upstreams_model_key_plus_plain_args_and_epoch(tmp_path):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from uni_sign_ext.checkpoint import checkpoint_record
+
+    state = toy_state(True)
+    args = SimpleNamespace(lr=3e-4, dataset="CSL_Daily", finetune=None, use_descriptions=True,
+                           output_dir=Path("/runs/a"), opt_betas=[0.9, 0.98])
+    record = checkpoint_record(state, args, 4)
+    assert record["model"] is state and record["epoch"] == 4
+    assert record["args"] == {"lr": 3e-4, "dataset": "CSL_Daily", "finetune": None, "use_descriptions": True,
+                              "output_dir": "/runs/a", "opt_betas": "[0.9, 0.98]"}
+    torch.save(record, tmp_path / "c.pth")
+    assert torch.load(tmp_path / "c.pth", weights_only=True)["args"] == record["args"]  # plain values only
+    model = Toy(True)
+    assert load_model_checkpoint(model, str(tmp_path / "c.pth")) == []
