@@ -64,7 +64,8 @@ def test_upstream_checkpoint_into_fusion_model_reports_only_fusion_keys(tiny_mt5
     missing = load_model_checkpoint(model, str(path))
     fusion_keys = [k for k in model.state_dict() if k.startswith("text_fusion.")]
     assert sorted(missing) == sorted(fusion_keys) and fusion_keys
-    assert "start fresh" in caplog.text
+    assert f"{len(fusion_keys)} text_fusion.* keys start fresh" in caplog.text
+    assert "RGB-pose keys" not in caplog.text  # a pose-only model has none to start fresh
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
