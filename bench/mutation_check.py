@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {  # module → (file, the tests that cover it[, the top-level classes/functions to mutate: default all])
     "alignment": ("uni_sign_ext/alignment.py", ["tests/test_alignment.py"]),
-    "fusion": ("uni_sign_ext/fusion.py", ["tests/test_fusion.py"]),
+    "fusion": ("uni_sign_ext/fusion.py", ["tests/test_fusion.py", "tests/test_run_machinery.py::"
+                                          "test_rng_state_round_trip_includes_the_fusions_text_dropout_stream"]),
     "checkpoint": ("uni_sign_ext/checkpoint.py", ["tests/test_collate_and_checkpoint.py"]),
     "metrics": ("uni_sign_ext/metrics.py", ["tests/test_metrics.py"] + [f"tests/test_tasks.py::{name}" for name in (
         "test_islr_accuracy_by_hand", "test_islr_accuracy_equals_upstreams", "test_wer_by_hand",
