@@ -146,3 +146,4 @@ def test_problem_log_reports_counts(capsys, caplog):
     assert "epoch 3: 2 samples skipped for unusable pose files, 1 malformed description files, 2 warnings" \
         in capsys.readouterr().out
     assert "/x/a.pkl" in caplog.text and "/d/b.json" in caplog.text
+    assert "sample d: 3 frames with NaN keypoints" in caplog.text and "sample d: empty target" in caplog.text

@@ -64,7 +64,8 @@ def test_upstream_checkpoint_into_fusion_model_reports_only_fusion_keys(tiny_mt5
     missing = load_model_checkpoint(model, str(path))
     fusion_keys = [k for k in model.state_dict() if k.startswith("text_fusion.")]
     assert sorted(missing) == sorted(fusion_keys) and fusion_keys
-    assert "start fresh" in caplog.text
+    assert f"{len(fusion_keys)} text_fusion.* keys start fresh" in caplog.text
+    assert "RGB-pose keys" not in caplog.text  # a pose-only model has none to start fresh
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
@@ -202,3 +203,22 @@ def test_errors_list_at_most_20_keys(tmp_path):
     torch.save({"model": state}, tmp_path / "c.pth")
     with pytest.raises(CheckpointError, match=r"unexpected keys \(25\): extra00, .*, extra19 … and 5 more$"):
         load_model_checkpoint(Toy(False), str(tmp_path / "c.pth"))
+
+
+def test_checkpoint_record_is_upstreams_model_key_plus_plain_args_and_epoch(tmp_path):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from uni_sign_ext.checkpoint import checkpoint_record
+
+    state = toy_state(True)
+    args = SimpleNamespace(lr=3e-4, dataset="CSL_Daily", finetune=None, use_descriptions=True,
+                           output_dir=Path("/runs/a"), opt_betas=[0.9, 0.98])
+    record = checkpoint_record(state, args, 4)
+    assert record["model"] is state and record["epoch"] == 4
+    assert record["args"] == {"lr": 3e-4, "dataset": "CSL_Daily", "finetune": None, "use_descriptions": True,
+                              "output_dir": "/runs/a", "opt_betas": "[0.9, 0.98]"}
+    torch.save(record, tmp_path / "c.pth")
+    assert torch.load(tmp_path / "c.pth", weights_only=True)["args"] == record["args"]  # plain values only
+    model = Toy(True)
+    assert load_model_checkpoint(model, str(tmp_path / "c.pth")) == []

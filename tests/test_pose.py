@@ -151,3 +151,13 @@ def test_truncated_pickle(tmp_path):
     (tmp_path / "t.pkl").write_bytes(data[: len(data) // 2])
     with pytest.raises(PoseFileError, match="unreadable pickle"):
         read_pose_file(tmp_path / "t.pkl")
+
+
+def test_an_oversized_pose_file_is_refused_naming_the_limit(tmp_path, monkeypatch):
+    from uni_sign_ext import pose
+
+    monkeypatch.setattr(pose, "MAX_POSE_FILE_BYTES", 2 << 20)
+    path = tmp_path / "huge.pkl"
+    path.write_bytes(b"\0" * (3 << 20))  # never unpickled: the size alone refuses it
+    with pytest.raises(PoseFileError, match=r"3 MiB, more than the 2 MiB a pose file may have"):
+        read_pose_file(path)

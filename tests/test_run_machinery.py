@@ -61,6 +61,30 @@ def test_gathering_over_two_gloo_ranks_restores_one_rank_order(tmp_path):
     assert results[1]["buffers"] == results[0]["buffers"] == [[1.0] * 3, [2.0] * 3]  # rank 0's, also bf16
 
 
+
+def _problem_log_worker(rank, port, result_dir):
+    """Both ranks meet sample 'a' (as every rank runs every batch under ZeRO-3, or the training sampler pads
+    with a repeat); each also meets one of its own."""
+    from datasets import SampleWarning, SkippedSample
+    from fine_tuning import ProblemLog
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    log = ProblemLog()
+    own = "b" if rank == 0 else "c"
+    log.add({"skipped": [SkippedSample("a", "/x/a.pkl", "no frames"), SkippedSample(own, f"/x/{own}.pkl", "bad")],
+             "desc_problems": [("/d/a.json", "not JSON")], "warnings": [SampleWarning(own, "empty target")]})
+    with open(os.path.join(result_dir, f"{rank}.json"), "w") as f:
+        json.dump(log.report("dev evaluation"), f)
+    dist.destroy_process_group()
+
+
+def test_problems_met_on_two_gloo_ranks_count_once(tmp_path):
+    from test_deepspeed import free_port
+
+    mp.spawn(_problem_log_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    totals = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert totals == [[3, 1, 2], [3, 1, 2]]  # not 4 skips, 2 description files: 'a' counts once
+
 def test_gate_means_are_none_and_print_na_without_frames_of_a_kind():
     from fine_tuning import format_metrics
     from uni_sign_ext.fusion import GateStats

@@ -38,6 +38,9 @@ def test_islr_accuracy_by_hand():
     scores = islr_accuracy(["go", "go", "go", "who"], ["go", "go", "go", "book"])
     assert scores == {"top1_acc_pi": 75.0, "top1_acc_pc": 50.0}
     assert islr_accuracy(["go"], ["go "]) == {"top1_acc_pi": 0.0, "top1_acc_pc": 0.0}  # exact match, as upstream
+    for refs, hyps in ((["go", "who"], ["go"]), (["go"], ["go", "who"]), ([], [])):
+        with pytest.raises(ValueError, match="need as many, at least one"):
+            islr_accuracy(refs, hyps)
 
 
 def _islr_cases():

@@ -1,5 +1,6 @@
 """Training set-up as upstream does it: SyncBatchNorm decision, train sampler and full batches, LR schedule."""
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -114,3 +115,46 @@ def test_evaluation_loader_gives_rank_1_of_2_its_share_of_the_batches(world_root
     loader = fine_tuning.build_loader(args, "dev")
     names = loader.dataset.names
     assert [src["name_batch"] for src, _ in loader] == [names[3 * b:3 * b + 3] for b in kept]
+
+
+@pytest.mark.parametrize("best_epoch,output_dir,expected", [
+    # a best dev epoch before the last: the last weights as [test_last_epoch], then the best ones as [test]
+    (0, True, [("evaluate", "test_last_epoch", False), ("load", "best_checkpoint.pth"), ("evaluate", "test", True)]),
+    (2, True, [("evaluate", "test", True)]),      # the last epoch is the best: its weights are the best ones
+    (0, False, [("evaluate", "test", True)]),     # nothing saved to load: the last weights, said so
+])
+def test_final_test_reports_the_best_dev_weights_as_test(tmp_path, monkeypatch, capsys, best_epoch, output_dir,
+                                                         expected):
+    import fine_tuning
+
+    calls = []
+    monkeypatch.setattr(fine_tuning, "evaluate_and_report", lambda engine, loader, args, phase, provider, ablation:
+                        calls.append(("evaluate", phase, ablation)) or {"phase": phase})
+    monkeypatch.setattr(fine_tuning, "load_engine_weights", lambda engine, args, path:
+                        calls.append(("load", Path(path).name)))
+    torch.save({"model": {}}, tmp_path / "best_checkpoint.pth")
+    args = SimpleNamespace(epochs=3, output_dir=str(tmp_path) if output_dir else "")
+    assert fine_tuning.final_test(None, None, args, None, best_epoch) == {"phase": "test"}
+    assert calls == expected
+    out = capsys.readouterr().out
+    if len(expected) > 1:
+        assert "final test on the last epoch's (2) weights, reported as [test_last_epoch]" in out
+        assert "final test on the best dev epoch's (0) weights, reported as [test]" in out
+    else:
+        assert "final test on the last epoch's weights (" in out
+
+
+@pytest.mark.parametrize("main_process", [True, False])
+def test_checkpoints_are_written_by_rank_0_only(tmp_path, monkeypatch, main_process):
+    import fine_tuning
+
+    monkeypatch.setattr(fine_tuning.utils, "is_main_process", lambda: main_process)
+    torch.manual_seed(0)
+    engine = SimpleNamespace(module=torch.nn.Linear(2, 3))
+    args = SimpleNamespace(zero_stage=2, output_dir=str(tmp_path), batch_size=4)
+    fine_tuning.save_checkpoint(engine, args, tmp_path / "checkpoint_0.pth", 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["checkpoint_0.pth"] if main_process else [])
+    if main_process:
+        saved = torch.load(tmp_path / "checkpoint_0.pth", map_location="cpu", weights_only=True)
+        assert saved["epoch"] == 0 and saved["args"]["batch_size"] == 4
+        assert all(torch.equal(v, engine.module.state_dict()[k]) for k, v in saved["model"].items())

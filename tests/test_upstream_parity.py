@@ -253,6 +253,58 @@ def test_train_mode_loss_and_gradients_equal_upstreams(models_pair):
     assert compared > 50
 
 
+
+def test_evaluation_loop_equals_upstreams_evaluate(up, world, models_pair, tmp_path, monkeypatch):
+    """fine_tuning.evaluate() against upstream's evaluate() on the same weights and test split: the same
+    predictions (so the same beam search: 4 beams, 100 new tokens), references, BLEU/ROUGE and mean loss."""
+    import importlib
+
+    import config
+    import datasets
+    import fine_tuning
+    from upstream import CpuEngine
+    from uni_sign_ext.distributed_eval import ShardedBatchSampler
+    from uni_sign_ext.metrics import prepare_csl_daily
+
+    ours, theirs, _ = models_pair
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)  # upstream's evaluate pads on CUDA
+    label_path = str(world / "data" / "CSL_Daily" / "labels.test")
+    flags = ["--max_length", "256", "--batch-size", "4"]  # no clip is sampled: both loops see every frame
+    up_args = upstream_args(argv=flags, eval=True, output_dir=str(tmp_path / "theirs"))
+    (tmp_path / "theirs").mkdir()
+    up_data = up.datasets.S2T_Dataset(path=label_path, args=up_args, phase="test")
+    up_loader = torch.utils.data.DataLoader(up_data, batch_size=4, collate_fn=up_data.collate_fn)
+    expected = up.fine_tuning.evaluate(up_args, up_loader, CpuEngine(theirs, None), theirs, phase="test")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNISIGN_ROOT", str(world))
+        importlib.reload(config)
+        args = parse_args(*flags, "--dtype", "fp32", "--output_dir", str(tmp_path / "ours"))
+        data = datasets.S2T_Dataset(label_path, args, "test")
+    importlib.reload(config)
+    args.device = torch.device("cpu")
+    loader = torch.utils.data.DataLoader(data, batch_sampler=ShardedBatchSampler(len(data), 4),
+                                         collate_fn=data.collate_fn)
+    metrics = fine_tuning.evaluate(CpuEngine(ours, None), loader, args, "test", provider=None)
+
+    def written(who, kind):
+        lines = (tmp_path / who / f"test_tmp_{kind}.txt").read_text("utf-8").splitlines()
+        return [line.split(", ", 1) for line in lines]
+
+    # Upstream writes CSL-Daily's texts as it scores them (per character); ours writes them as generated.
+    (names, predictions), (up_names, up_predictions) = (zip(*written(who, "pres")) for who in ("ours", "theirs"))
+    refs, up_refs = ([r for _, r in written(who, "refs")] for who in ("ours", "theirs"))
+    strip = len("prediction: ")
+    assert names == up_names and len(names) == len(data) >= 8
+    prepared_refs, prepared = prepare_csl_daily([r[len("ground-truth: "):] for r in refs],
+                                                [p[strip:] for p in predictions])
+    assert prepared == [p[strip:] for p in up_predictions]
+    assert prepared_refs == [r[len("ground-truth: "):] for r in up_refs]
+    assert len(set(prepared)) > 1  # the samples' inputs made a difference
+    assert set(expected) == {"loss", "bleu1", "bleu2", "bleu3", "bleu4", "rouge"}
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-9), key
+
 @pytest.mark.parametrize("dtype,zero,offload", [("bf16", 2, False), ("fp16", 2, True), ("bf16", 3, True)])
 def test_deepspeed_settings_that_change_numbers_equal_upstreams(up, dtype, zero, offload):
     from uni_sign_ext.deepspeed_setup import deepspeed_config
