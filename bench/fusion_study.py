@@ -48,13 +48,20 @@ def measure(args, worlds, seed, lr, dtype, start, kind, fusion):
             tag, lr = f"{tag}_lr{args.finetune_lr}", args.finetune_lr
     out = Path(args.work) / "runs" / tag
     if (args.reuse or args.table_only) and (out / "test_metrics.json").is_file():  # finished earlier
-        return read_metrics(out), float("nan")
+        return with_last_epoch(read_metrics(out), out), float("nan")
     if args.table_only:
         return None
     started = time.time()
     m = train_and_test(worlds[kind], out, fusion, seed, lr, epochs, dtype, finetune)
     print(f"{tag}: test BLEU-4 {m['bleu4']:.2f}", flush=True)
-    return m, (time.time() - started) / 60
+    return with_last_epoch(m, out), (time.time() - started) / 60
+
+
+def with_last_epoch(metrics, out):
+    """The test metrics plus the last epoch's test BLEU-4 ("last"): where dev barely moves, the best-dev weights
+    can be an early epoch's, before a fresh fusion has trained (the stage-3 noise runs)."""
+    last = out / "test_last_epoch_metrics.json"  # absent when the last epoch was the best-dev one
+    return dict(metrics, last=read_metrics(out, "test_last_epoch")["bleu4"] if last.is_file() else metrics["bleu4"])
 
 
 def study(args):
@@ -72,8 +79,8 @@ def study(args):
     then = f" at lr {args.finetune_lr}" if args.finetune_lr else ""
     translator = {"random": "random init", "pretrained": f"pose-only ckpt + {args.finetune_epochs} ep{then}"}
     lines = [row(["seed", "lr", "dtype", "translator", "world", "run", "test BLEU-4", "withheld BLEU-4", "gain",
-                  "withheld cost", "gate described / undescribed", "minutes"]),
-             row(["---"] * 12)]
+                  "withheld cost", "gate described / undescribed", "last epoch: BLEU-4, gain", "minutes"]),
+             row(["---"] * 13)]
     for (seed, lr, dtype, start, kind, fusion), result in results.items():
         base = results.get((seed, lr, dtype, start, kind, None))
         if result is None or base is None:
@@ -82,12 +89,14 @@ def study(args):
         cells = [str(seed), str(lr), dtype, translator[start]]
         took = "–" if minutes != minutes else f"{minutes:.1f}"
         if fusion is None:
-            lines.append(row(cells + [kind, "pose-only", f"{m['bleu4']:.2f}", "–", "–", "–", "–", took]))
+            lines.append(row(cells + [kind, "pose-only", f"{m['bleu4']:.2f}", "–", "–", "–", "–", f"{m['last']:.2f}",
+                                      took]))
             continue
         base, w = base[0], m["withheld"]
         lines.append(row(cells + [kind, fusion, f"{m['bleu4']:.2f}", f"{w['bleu4']:.2f}",
                                   f"{m['bleu4'] - base['bleu4']:+.2f}", f"{m['bleu4'] - w['bleu4']:+.2f}",
-                                  f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}", took]))
+                                  f"{m['gate_described']:.3f} / {m['gate_undescribed']:.3f}",
+                                  f"{m['last']:.2f}, {m['last'] - base['last']:+.2f}", took]))
     return lines[:2] + sorted(lines[2:], key=lambda line: line.split("|")[1:5])  # stable: pose-only first
 
 

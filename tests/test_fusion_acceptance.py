@@ -4,22 +4,36 @@ In the informative world, sentence pairs share one pose recording and only the d
 in the noise world (each sentence its own motion, the same translator) the descriptions are random and must be
 shut out. Same seed, steps and flags for every run; the recipe is uni_sign_ext/study.py's, as in the demo and
 bench/fusion_study.py.
+
+"Noise costs at most 1 BLEU-4" is tested at stage 3 (a trained pose-only model continued at a low lr, the
+user's case): from a random init the noise world's score jumps between a few states with any perturbation
+(a 1 % change of --weight-decay moves pose-only from 92.7 to 66.4 BLEU-4), so one seed's comparison there
+measures the jump, not the fusion (bench/results/fusion_study.md).
 """
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from uni_sign_ext.study import INITIAL_GATE, train_and_test, world
+from uni_sign_ext.results import read_metrics
+from uni_sign_ext.study import INITIAL_GATE, STAGE3_EPOCHS, STAGE3_LR, train_and_test, world
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fusion_acceptance")
     informative, noise = world(root / "worlds", "informative"), world(root / "worlds", "noise")
-    runs = {"pose_only": (informative, None), "informative": (informative, "gating"), "noise": (noise, "gating")}
+    runs = {"pose_only": (informative, None), "informative": (informative, "gating"), "noise": (noise, "gating"),
+            "noise_pose_only": (noise, None)}
     with ThreadPoolExecutor(len(runs)) as pool:  # one process per run: they share the cores
         done = {name: pool.submit(train_and_test, w, root / name, fusion) for name, (w, fusion) in runs.items()}
-    return {name: future.result() for name, future in done.items()}
+        results = {name: future.result() for name, future in done.items()}
+        stage2 = root / "noise_pose_only" / "best_checkpoint.pth"
+        done = {name: pool.submit(train_and_test, noise, root / name, fusion, 0, STAGE3_LR, STAGE3_EPOCHS, "fp32",
+                                  stage2)
+                for name, fusion in {"noise_stage3_pose_only": None, "noise_stage3": "gating"}.items()}
+        results.update({name: dict(future.result(), last_epoch=read_metrics(root / name, "test_last_epoch"))
+                        for name, future in done.items()})
+    return results
 
 
 def test_descriptions_beat_pose_only_by_15_bleu4(runs):
@@ -36,8 +50,13 @@ def test_gate_rises_on_described_frames(runs):
 
 def test_noise_descriptions_are_shut_out(runs):
     # Where the text is noise the gate shuts and the trained model ignores it: withholding it changes nothing.
-    # Not asserted: "no worse than pose-only" — it fails today (the noise world's runs end below pose-only;
-    # bench/results/fusion_study.md, the open limit of issue 8).
     noise = runs["noise"]
     assert noise["gate_described"] < 0.05, noise
     assert abs(noise["bleu4"] - noise["withheld"]["bleu4"]) <= 1, noise
+
+
+def test_noise_descriptions_cost_at_most_1_bleu4_at_stage_3(runs):
+    # The last epoch's weights: this world's dev score barely moves during the continuation, so the best-dev
+    # weights may be epoch 0's, before the fusion has trained.
+    fused, pose_only = runs["noise_stage3"]["last_epoch"], runs["noise_stage3_pose_only"]["last_epoch"]
+    assert fused["bleu4"] >= pose_only["bleu4"] - 1, (fused, pose_only)

@@ -26,6 +26,11 @@ RECIPE = ["--dataset", "CSL_Daily", "--batch-size", "8", "--gradient-accumulatio
           "--label_smoothing", "0.1", "--feature_cache_dir", ""]
 EPOCHS = 25
 LR = 3e-3
+# Stage 3, the user's case: a trained pose-only checkpoint continued at upstream's stage-3 lr (10x below
+# stage 2's), pose-only or with a fresh fusion. Unlike a random-init run, its outcome does not jump with
+# small perturbations (bench/results/fusion_study.md), so one seed's comparison means something.
+STAGE3_EPOCHS = 20
+STAGE3_LR = 3e-4
 INITIAL_GATE = 1 / (1 + math.exp(-GATE_LOGIT_INIT))  # on every frame of a fresh fusion
 
 
