@@ -86,6 +86,23 @@ def match_cpu_dtype(model, args):
         model.to(model_dtype(args))
 
 
+def build_model(args, finetune_state=None, backbone_weights=None):
+    """Uni_Sign with the weights the flags name (RGB backbone, --finetune, --fusion_checkpoint), as upstream
+    trains it: SyncBatchNorm over several CUDA ranks, and on CPU in the run's dtype."""
+    model = Uni_Sign(args)
+    if backbone_weights:
+        load_backbone_weights(model.rgb_support_backbone, backbone_weights)
+        log("RGB backbone weights from %s", backbone_weights)
+    if args.finetune:
+        load_model_state(model, finetune_state, args.finetune)
+        log("loaded %s", args.finetune)
+    if args.fusion_checkpoint:
+        load_fusion_checkpoint(model, args.fusion_checkpoint)
+    model = sync_batchnorm(model, args)
+    match_cpu_dtype(model, args)
+    return model
+
+
 def prepare_batch(src_input, args, provider):
     """Move the batch to the device, cast poses like upstream (bf16/fp16), attach text features."""
     dtype = model_dtype(args)
@@ -284,19 +301,9 @@ def main(args):
                          f"batch of --batch-size {args.batch_size} (partial batches are dropped): lower --batch-size.")
     dev_loader = build_loader(args, "dev")
     test_loader = build_loader(args, "test")
-    model = Uni_Sign(args)
-    if backbone_weights:
-        load_backbone_weights(model.rgb_support_backbone, backbone_weights)
-        log("RGB backbone weights from %s", backbone_weights)
-    if args.finetune:
-        load_model_state(model, finetune_state, args.finetune)
-        del finetune_state
-        log("loaded %s", args.finetune)
-    if args.fusion_checkpoint:
-        load_fusion_checkpoint(model, args.fusion_checkpoint)
-    model = sync_batchnorm(model, args)
+    model = build_model(args, finetune_state, backbone_weights)
+    del finetune_state
     provider = text_feature_provider(args) if args.use_descriptions else None
-    match_cpu_dtype(model, args)
     optimizer = build_optimizer(model, args)
     schedule = cosine_schedule(optimizer, args, epoch_steps(train_loader, args) if train_loader else 0)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(args),

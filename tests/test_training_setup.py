@@ -37,6 +37,22 @@ def test_sync_batchnorm_conversion_keeps_keys_values_and_shared_hands(tiny_mt5):
     assert converted.gcn_modules["left"] is converted.gcn_modules["right"]
 
 
+
+@pytest.mark.parametrize("device,dtype", [("cuda", "fp32"), ("cpu", "bf16")])
+def test_the_model_fine_tuning_trains_is_converted_as_upstream(tiny_mt5, device, dtype):
+    """fine_tuning.build_model, the model main() hands to DeepSpeed: SyncBatchNorm over several CUDA ranks; on
+    CPU plain BatchNorm, with parameters and running statistics in the run's dtype."""
+    import fine_tuning
+
+    args = parse_args("--mt5_path", tiny_mt5, "--dtype", dtype)
+    args.distributed, args.device = True, torch.device(device)
+    model = fine_tuning.build_model(args)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) is (device == "cuda") for m in norms)
+    expected = torch.float32 if device == "cuda" else torch.bfloat16
+    assert {p.dtype for p in model.parameters()} == {expected}
+    assert {m.running_mean.dtype for m in norms} == {expected}
+
 @pytest.fixture
 def process_group():
     with socket.socket() as s:
