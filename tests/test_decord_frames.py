@@ -1,8 +1,8 @@
-"""Our decoder (uni_sign_ext/video.py decode_frames) beside real decord, upstream's decoder, pixel for pixel.
+"""Our decoder (uni_sign_ext/video.py read_frames) beside real decord, upstream's decoder, pixel for pixel.
 
 Upstream's datasets.py reads a sample's frames with `decord.VideoReader(path, num_threads=1)` and
 `get_batch(indices).asnumpy()`; these tests make the same calls (decord 0.6.0, the PyPI wheel; a test-only
-dependency, installed by scripts/install.sh) and compare with decode_frames on
+dependency, installed by scripts/install.sh) and compare with read_frames on
 - every mp4 of the mini-world (uni_sign_ext.fixture_video: H.264 with B-frames and several IDR frames), random
   frame subsets, and each time our fast path was the one taken (frame i by timestamp, unneeded non-reference
   frames dropped, packets before an unneeded IDR left out), so frames next to skipped ones are compared too;
@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     pytest.skip(f"decord is not importable ({exc}): pip install decord==0.6.0 (scripts/install.sh installs it); "
                 "upstream decodes with it, these tests compare our decoder with it", allow_module_level=True)
 
-from test_rgb_video_decode import CLIPS, FRAMES, HEIGHT, WIDTH, write_clip
+from test_rgb_video_decode import CLIPS, FRAMES, HEIGHT, WIDTH, decoded, write_clip
 
 
 def decord_frames(path, frames):
@@ -60,11 +60,11 @@ def test_world_frames_equal_decords(rgb_world):
     compared = 0
     for path in rng.sample(videos, 12):
         count, _ = decord_frames(path, [0])
-        every = video.decode_frames(str(path), list(range(count)))
+        every = decoded(str(path), list(range(count)))
         assert every.shape == (count, 120, 160, 3)
         for frames in subsets(count, rng, draws=6):
             assert video._decode_selected(str(path), frames) is not None, (path.name, frames)  # the fast path
-            ours = video.decode_frames(str(path), frames)
+            ours = decoded(str(path), frames)
             n, theirs = decord_frames(path, frames)
             assert n == count and ours.dtype == theirs.dtype == np.uint8
             assert ours.shape == theirs.shape and np.array_equal(ours, theirs), (path.name, frames)
@@ -81,7 +81,7 @@ def test_world_sampled_frames_equal_decords(rgb_world):
         per_hand = -(-count // 10)
         frames = sorted(set(rng.sample(range(count), per_hand)) | set(rng.sample(range(count), per_hand)))
         _, theirs = decord_frames(path, frames)
-        assert np.array_equal(video.decode_frames(str(path), frames), theirs), (path.name, frames)
+        assert np.array_equal(decoded(str(path), frames), theirs), (path.name, frames)
 
 
 KNOWN_DIFFERENCES = {  # clip → where decord is off after a seek (module docstring)
@@ -99,12 +99,12 @@ def clip(request, tmp_path_factory):
 def test_codec_clips_equal_decords(clip):
     name, path = clip
     rng = random.Random(0)
-    every = video.decode_frames(str(path), list(range(FRAMES)))
+    every = decoded(str(path), list(range(FRAMES)))
     count, in_order = decord_frames(path, range(FRAMES))
     assert count == FRAMES and np.array_equal(every, in_order), name  # read in order, no seek: always the same
     mismatches = []
     for frames in subsets(FRAMES, rng, draws=20):
-        ours = video.decode_frames(str(path), frames)
+        ours = decoded(str(path), frames)
         _, theirs = decord_frames(path, frames)
         assert ours.shape == theirs.shape == (len(frames), HEIGHT, WIDTH, 3)
         for row, frame in enumerate(frames):

@@ -284,8 +284,8 @@ def test_decoded_frames_are_the_sampled_frames_with_start(rgb_root, monkeypatch)
     from uni_sign_ext.pose import load_pose_sample
 
     asked = []
-    real = rgb_support.decode_frames
-    monkeypatch.setattr(rgb_support, "decode_frames", lambda path, frames: asked.append(list(frames)) or
+    real = rgb_support.read_frames
+    monkeypatch.setattr(rgb_support, "read_frames", lambda path, frames: asked.append(list(frames)) or
                         real(path, frames))
     ds = dataset("train", "--max_length", "32")
     entries = labels(rgb_root, "train")
@@ -302,6 +302,21 @@ def test_decoded_frames_are_the_sampled_frames_with_start(rgb_root, monkeypatch)
         positions = positions[positions >= 0]
         assert asked == [sample.frames[positions].tolist()]
         assert min(asked[0]) >= pickle.load(open(pose_of(rgb_root, entries[i]), "rb"))["start"]
+
+
+def test_only_the_hand_boxes_are_converted_to_rgb(rgb_root, monkeypatch):
+    """Speed: a sample converts the parts of its frames that the crops read, never a whole frame (the dicts
+    still equal upstream's: tests/test_rgb_data_reference.py)."""
+    from uni_sign_ext import video
+
+    parts = []
+    real = video._convert_part
+    monkeypatch.setattr(video.Frame, "whole", lambda self: pytest.fail("a whole frame was converted to rgb24"))
+    monkeypatch.setattr(video, "_convert_part", lambda *a: parts.append(a[2:]) or real(*a))
+    ds = dataset("train")
+    for i in range(len(ds)):
+        ds[i]
+    assert len(parts) > len(ds)
 
 
 def test_evaluation_draws_do_not_depend_on_the_global_stream(rgb_root):

@@ -120,12 +120,12 @@ def test_pyav_frames_equal_the_decord_stand_in(rgb_world):
     index frames the same way and read rgb24; ours == real decord: tests/test_decord_frames.py)."""
     sys.path.insert(0, str(RUNNER.parent))
     from rgb_reference_runner import VideoReader
-    from uni_sign_ext.video import decode_frames
+    from uni_sign_ext.video import read_frames
 
     video = sorted((rgb_world / "dataset" / "CSL_Daily" / "sentence-crop").glob("*.mp4"))[0]
     frames = [0, 1, 5, 17]
     theirs = VideoReader(str(video), num_threads=1).get_batch(frames).asnumpy()
-    ours = decode_frames(str(video), frames)
+    ours = np.stack(read_frames(str(video), frames))
     assert ours.dtype == np.uint8 and ours.shape == theirs.shape == (4, 120, 160, 3)
     assert np.array_equal(ours, theirs)
     assert not np.array_equal(ours[0], ours[1])  # consecutive frames differ: an off-by-one would show

@@ -147,7 +147,8 @@ def check_normalised(points, pose_path):
 def support_dict(choice, frames, decode):
     """The sample's RGB dict (upstream's keys, order, shapes and dtypes; spec §6).
 
-    choice: HandChoice; frames: (T,) original frame numbers; decode(frame numbers) → uint8 (K, H, W, 3).
+    choice: HandChoice; frames: (T,) original frame numbers; decode(frame numbers) → K frames that slice like uint8
+    (H, W, 3) arrays (video.read_frames' Frames convert only the parts that are read).
     """
     present = [p for p in choice.positions.values() if p is not None]
     if not present:

@@ -2,13 +2,11 @@
 
 The dataset passes config's folders in (this package never imports the top-level modules).
 """
-import os
-
 import numpy as np
 
 from uni_sign_ext.layout import split_folder
 from uni_sign_ext.hand_crops import HandKeypointError, check_normalised, choose_hands, support_dict
-from uni_sign_ext.video import VideoFileError, decode_frames
+from uni_sign_ext.video import VideoFileError, read_frames, require_file
 
 # Errors that make one sample unusable: skipped and counted like a bad pose file (docs/errors.md).
 RGB_ERRORS = (VideoFileError, HandKeypointError)
@@ -29,10 +27,8 @@ def load_support(sample, raw, pose_path, video_path, rng=np.random):
     error even when no hand needs a crop; the video is decoded only when some hand does, up to the last
     frame needed.
     """
-    if not os.path.isfile(video_path):
-        raise VideoFileError(video_path, "video file not found (put the clip there, or check config.rgb_dirs / "
-                                         "UNISIGN_ROOT)")
+    require_file(video_path)
     keypoints, scores = raw["keypoints"], raw["scores"]
     choice = choose_hands(keypoints, scores, rng)
     check_normalised(choice.points, pose_path)
-    return support_dict(choice, sample.frames, lambda frames: decode_frames(video_path, frames))
+    return support_dict(choice, sample.frames, lambda frames: read_frames(video_path, frames))
