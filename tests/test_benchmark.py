@@ -69,3 +69,24 @@ def test_committed_markdown_is_written_from_the_committed_json(tmp_path):
     results = json.loads(RESULTS.with_suffix(".json").read_text())
     benchmark.write_results(results, tmp_path)
     assert (tmp_path / RESULTS.with_suffix(".md").name).read_text() == RESULTS.with_suffix(".md").read_text()
+
+
+@pytest.fixture
+def rgb_root(rgb_world, monkeypatch):
+    from conftest import config_rooted_at
+
+    yield from config_rooted_at(rgb_world, monkeypatch)
+
+
+def test_rgb_data_breakdown_times_each_part_of_our_path(rgb_root):
+    """bench/rgb_data.py --breakdown wraps the functions our data path calls: a part the path no longer goes
+    through (a renamed function, a bypassed step) shows as an error or a zero here."""
+    import rgb_data
+
+    samples, ((wall, cpu),) = rgb_data.ours(rgb_root, [0])
+    assert samples > 0 and wall > 0 and cpu > 0
+    parts = rgb_data.breakdown(rgb_root, [0])
+    assert list(parts) == ["total", "decoding", "rgb24 conversion", "Pillow resize", "pose path", "rest"]
+    timed = {k: v for k, v in parts.items() if k != "rest"}
+    assert all(v > 0 for v in timed.values()), timed
+    assert parts["decoding"] + parts["rgb24 conversion"] + parts["Pillow resize"] < parts["total"]
