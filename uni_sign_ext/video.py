@@ -53,6 +53,7 @@ def read_frames(path, frames):
 
 
 def require_file(path):
+    """A missing video is a VideoFileError that says where to put it."""
     if not os.path.isfile(path):
         raise VideoFileError(path, "video file not found (put the clip there, or check config.rgb_dirs / "
                                    "UNISIGN_ROOT)")
@@ -205,7 +206,7 @@ def _too_short(path, count, last):
 
 
 def _decode_selected(path, frames):
-    """The fast path (module docstring): rgb24 arrays of `frames`, or None where the packets' timestamps cannot
+    """The fast path (module docstring): `frames` as _Frames, or None where the packets' timestamps cannot
     index the frames (then _decode_in_order decides)."""
     with _opened(path) as (container, stream):
         packets = [p for p in container.demux(stream) if p.size]  # decode order; the empty one ends the stream
