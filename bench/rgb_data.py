@@ -22,9 +22,10 @@ too (video._opened). The issue's target is ours ≥ 3× upstream's.
 --breakdown also splits our CPU time per sample into the pose path (the same samples without --rgb_support),
 decoding (video.read_frames: opening, demuxing, the codec on the needed frames and what they depend on), the
 rgb24 conversion of the crops' parts of those frames, Pillow's bicubic resize of the crops and the rest
-(normalising, drawing the frames, boxes, padding, the dict), and prints the floor: upstream's CPU per sample over pose path + decoding + Pillow resize,
-the ratio an implementation that decodes what the needed frames depend on and resizes with Pillow (upstream's
-pixels need both) could reach if everything else cost nothing.
+(choosing the hand frames, boxes, padding, normalising, the dict), and prints the floor: upstream's CPU per
+sample over pose path + decoding + Pillow resize, the ratio an implementation that decodes what the needed
+frames depend on and resizes with Pillow (upstream's pixels need both) could reach if everything else cost
+nothing.
 """
 import argparse
 import os

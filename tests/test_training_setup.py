@@ -37,7 +37,6 @@ def test_sync_batchnorm_conversion_keeps_keys_values_and_shared_hands(tiny_mt5):
     assert converted.gcn_modules["left"] is converted.gcn_modules["right"]
 
 
-
 @pytest.mark.parametrize("device,dtype", [("cuda", "fp32"), ("cpu", "bf16")])
 def test_the_model_fine_tuning_trains_is_converted_as_upstream(tiny_mt5, device, dtype):
     """fine_tuning.build_model, the model main() hands to DeepSpeed: SyncBatchNorm over several CUDA ranks; on
@@ -52,6 +51,7 @@ def test_the_model_fine_tuning_trains_is_converted_as_upstream(tiny_mt5, device,
     expected = torch.float32 if device == "cuda" else torch.bfloat16
     assert {p.dtype for p in model.parameters()} == {expected}
     assert {m.running_mean.dtype for m in norms} == {expected}
+
 
 @pytest.fixture
 def process_group():
